@@ -1,0 +1,1 @@
+"""Lightning integration for met3r-metrics (the core library never imports Lightning)."""
