@@ -22,3 +22,65 @@ def golden_path(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def golden_root() -> Path:
     return golden_path()
+
+
+# --- test data for io / CLI tests (met3r-eval): small generated sequences --------------------
+
+
+def _moving_pattern(num_frames: int, height: int, width: int, seed: int = 0):
+    """uint8 (V, H, W, 3) smooth pattern shifting a little per frame (compresses well)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, size=3)
+    frames = []
+    for t in range(num_frames):
+        chans = [
+            127.5 + 100 * np.sin((xx + 2 * t) / (6 + 3 * c) + (yy / (9 + c)) + phase[c]) for c in range(3)
+        ]
+        frames.append(np.stack(chans, -1).clip(0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def write_png_sequence(folder: Path, num_frames: int, height: int = 64, width: int = 64, seed: int = 0) -> Path:
+    """Frames named f0.png, f1.png, ..., f10.png (natural order differs from lexicographic)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, frame in enumerate(_moving_pattern(num_frames, height, width, seed)):
+        Image.fromarray(frame).save(folder / f"f{t}.png")
+    return folder
+
+
+def write_gif(path: Path, num_frames: int, height: int = 64, width: int = 64, seed: int = 1) -> Path:
+    from PIL import Image
+
+    frames = [Image.fromarray(f) for f in _moving_pattern(num_frames, height, width, seed)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return path
+
+
+def write_mp4(path: Path, num_frames: int, height: int = 64, width: int = 64, seed: int = 2) -> Path:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in _moving_pattern(num_frames, height, width, seed):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def sequence_folder(tmp_path: Path) -> Path:
+    """A folder of 4 sequences: 3 frame folders (11, 3 and 2 frames) and a GIF (4 frames)."""
+    root = tmp_path / "seqs"
+    write_png_sequence(root / "seq_a", 11, seed=0)
+    write_png_sequence(root / "seq_b", 3, seed=1)
+    write_png_sequence(root / "seq_c", 2, seed=2)
+    write_gif(root / "clip.gif", 4)
+    return root
