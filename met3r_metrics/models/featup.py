@@ -1,0 +1,454 @@
+"""FeatUp's JBU upsampler stack (``jbu_stack``) in plain PyTorch, plain interpolation upsamplers,
+and checkpoint loading for MEt3R's feature path (``dino16`` + JBU, FeatUp hub ``use_norm=True``).
+
+Conventions (MEt3R's, which differ from FeatUp's own ``UpsampledBackbone.forward``):
+
+* the featurizer gets the ImageNet-normalised image (``DinoFeaturizer`` normalises internally, it takes
+  [0, 1] images);
+* the JBU guidance is the **[0, 1]** image itself;
+* after the stack, features are resized bilinearly to the guidance size (an identity for dino16,
+  whose JBU output is already 16h x 16w = H x W).
+
+State-dict names: ``JBUStack`` uses the official ``upsampler.*`` names (without the ``upsampler.``
+prefix). ``UpsampledDino`` maps official keys as ``model.0.model.* -> featurizer.vit.*``,
+``model.1.norm.* -> featurizer.channel_norm.*``, ``upsampler.* -> upsampler.*``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adaptive_conv import adaptive_conv_taps
+from .dino import DinoFeaturizer
+
+__all__ = [
+    "JBULearnedRange",
+    "JBUStack",
+    "InterpolateUpsampler",
+    "build_upsampler",
+    "UpsampledDino",
+    "load_featup_dino",
+    "load_dino_featurizer",
+    "convert_featup_state_dict",
+    "convert_dino_state_dict",
+    "to_official_key",
+    "FEATUP_URLS",
+    "DINO_URL",
+]
+
+FEATUP_URLS = {
+    True: "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
+    "dino16_jbu_stack_cocostuff.ckpt",
+    False: "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
+    "no_norm/dino16_jbu_stack_cocostuff.ckpt",
+}
+DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
+REGISTRY_FEATUP = {True: "featup_dino16_jbu", False: "featup_dino16_jbu_no_norm"}
+REGISTRY_DINO = "dino_vits16"
+
+
+# --------------------------------------------------------------------------------------------------
+# JBU
+# --------------------------------------------------------------------------------------------------
+
+
+class _FrozenMixin:
+    """``frozen=True``: eval mode, no grads, and ``.train()`` keeps eval (no Dropout2d surprises)."""
+
+    frozen: bool
+
+    def _freeze(self, frozen: bool) -> None:
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)  # type: ignore[attr-defined]
+            self.eval()  # type: ignore[attr-defined]
+
+    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
+        return super().train(False if getattr(self, "frozen", False) else mode)  # type: ignore[misc]
+
+
+class JBULearnedRange(nn.Module):
+    """One x2 joint-bilateral upsampling step (FeatUp ``JBULearnedRange``, radius 3 -> 7x7 taps).
+
+    Tap p = i*7 + j corresponds to offset (i - 3, j - 3). Parameter names are FeatUp's.
+    """
+
+    def __init__(self, guidance_dim: int = 3, key_dim: int = 32, radius: int = 3) -> None:
+        super().__init__()
+        self.radius = radius
+        self.diameter = 2 * radius + 1
+        taps = self.diameter**2
+        # Attribute order = official state_dict order.
+        self.range_temp = nn.Parameter(torch.tensor(0.0))  # log temperature of the range softmax
+        self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
+        self.range_proj = nn.Sequential(
+            nn.Conv2d(guidance_dim, key_dim, 1), nn.GELU(), nn.Dropout2d(0.1), nn.Conv2d(key_dim, key_dim, 1)
+        )
+        # Input channels: the 49 kernel taps first, then the guidance (FeatUp concatenates in this order).
+        self.fixup_proj = nn.Sequential(
+            nn.Conv2d(taps + guidance_dim, taps, 1), nn.GELU(), nn.Dropout2d(0.1), nn.Conv2d(taps, taps, 1)
+        )
+
+    def spatial_kernel(self) -> Tensor:
+        """(49,) Gaussian over offsets in radius units (linspace(-1, 1, 7)), sigma squared."""
+        # FeatUp builds the offsets in float32 (default dtype); keep that rounding (it shows in float64),
+        # then cast to the parameter dtype (FeatUp's promotion to float32 breaks .half()).
+        d = torch.linspace(-1, 1, self.diameter, dtype=torch.float32, device=self.sigma_spatial.device)
+        d = d.to(self.sigma_spatial.dtype)
+        d2 = (d[:, None] ** 2 + d[None, :] ** 2).reshape(-1)
+        return torch.exp(-d2 / (2 * self.sigma_spatial**2))
+
+    def range_kernel(self, guidance: Tensor) -> Tensor:
+        """(B, 49, GH, GW) softmax over taps of tau * <proj(g) neighbour, proj(g) centre>.
+
+        Computed tap by tap on shifted slices of the reflect-padded projection, so the (B, 32*49, GH, GW)
+        unfold tensor of the official code is never built.
+        """
+        proj = self.range_proj(guidance)
+        gh, gw = proj.shape[-2:]
+        r, k = self.radius, self.diameter
+        padded = F.pad(proj, (r, r, r, r), mode="reflect")
+        logits = torch.stack(
+            [(padded[:, :, i : i + gh, j : j + gw] * proj).sum(1) for i in range(k) for j in range(k)], dim=1
+        )
+        temp = torch.exp(self.range_temp).clamp(min=1e-4, max=1e4)
+        return torch.softmax(logits * temp, dim=1)
+
+    def kernel(self, guidance: Tensor) -> Tensor:
+        """Final per-pixel kernel (B, 49, GH, GW), tap-major (after the fixup; not renormalised)."""
+        k = self.range_kernel(guidance) * self.spatial_kernel().view(1, -1, 1, 1)
+        k = k / k.sum(1, keepdim=True).clamp(min=1e-7)
+        return k + 0.1 * self.fixup_proj(torch.cat([k, guidance.to(k.dtype)], dim=1))
+
+    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
+        """source (B, C, h, w), guidance (B, 3, GH, GW) -> (B, C, GH, GW)."""
+        gh, gw = guidance.shape[-2:]
+        kernel = self.kernel(guidance)
+        hr = F.interpolate(source, (gh, gw), mode="bicubic", align_corners=False)
+        hr = F.pad(hr, (self.radius,) * 4, mode="reflect")
+        return adaptive_conv_taps(hr, kernel, self.diameter)
+
+
+def _check_pair(lr_feats: Tensor, guidance: Tensor, who: str) -> None:
+    if lr_feats.dim() != 4:
+        raise ValueError(f"{who}: lr_feats must be (B, C, h, w), got shape {tuple(lr_feats.shape)}")
+    if guidance.dim() != 4:
+        raise ValueError(f"{who}: guidance must be (B, 3, H, W), got shape {tuple(guidance.shape)}")
+    if guidance.shape[0] != lr_feats.shape[0]:
+        raise ValueError(
+            f"{who}: guidance batch size must equal lr_feats batch size {lr_feats.shape[0]}, got {guidance.shape[0]}"
+        )
+
+
+class JBUStack(_FrozenMixin, nn.Module):
+    """FeatUp's ``JBUStack``: 4 x2 JBU steps guided by the image, then ``s + 0.1 * conv1x1(s)``.
+
+    Args:
+        dim: feature channels (384 for dino16).
+        frozen: eval mode, ``requires_grad=False``, ``.train()`` ignored (the stack has Dropout2d layers).
+
+    ``forward(lr_feats, guidance)``: lr_feats (B, C, h, w) with h, w >= 2; guidance (B, 3, H, W) in
+    [0, 1] (MEt3R's convention) -> (B, C, H, W). Each step pools the *original* guidance with
+    ``adaptive_avg_pool2d`` to twice the current size; the stack output is 16h x 16w and is then
+    resized bilinearly to (H, W) as MEt3R does (skipped when the sizes already agree, where it is an
+    identity). :meth:`upsample` returns the raw 16h x 16w stack output.
+    """
+
+    def __init__(self, dim: int = 384, *, frozen: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.up1 = JBULearnedRange()
+        self.up2 = JBULearnedRange()
+        self.up3 = JBULearnedRange()
+        self.up4 = JBULearnedRange()
+        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(dim, dim, 1))
+        self._freeze(frozen)
+
+    def upsample(self, lr_feats: Tensor, guidance: Tensor) -> Tensor:
+        """Raw stack output (B, C, 16h, 16w), whatever the guidance size (as FeatUp)."""
+        _check_pair(lr_feats, guidance, "JBUStack")
+        h, w = lr_feats.shape[-2:]
+        if h < 2 or w < 2:
+            raise ValueError(
+                "JBUStack: lr_feats height and width must be >= 2 (the first step reflect-pads a 2h x 2w map "
+                f"by 3), got (h, w)=({h}, {w})"
+            )
+        x = lr_feats
+        for up in (self.up1, self.up2, self.up3, self.up4):
+            g = F.adaptive_avg_pool2d(guidance, (2 * x.shape[-2], 2 * x.shape[-1]))
+            x = up(x, g)
+        return x + 0.1 * self.fixup_proj(x)
+
+    def forward(self, lr_feats: Tensor, guidance: Tensor) -> Tensor:
+        out = self.upsample(lr_feats, guidance)
+        size = tuple(guidance.shape[-2:])
+        if tuple(out.shape[-2:]) != size:
+            out = F.interpolate(out, size, mode="bilinear", align_corners=False)
+        return out
+
+
+class InterpolateUpsampler(nn.Module):
+    """Guidance-free upsampler: ``F.interpolate(lr_feats, guidance.shape[-2:], mode)`` (MEt3R's
+    ``nearest`` / ``bilinear`` / ``bicubic`` options; align_corners=False). No parameters."""
+
+    def __init__(self, mode: str, dim: int = 384) -> None:
+        super().__init__()
+        if mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"InterpolateUpsampler: mode must be nearest, bilinear or bicubic, got mode={mode!r}")
+        self.mode = mode
+        self.dim = dim
+        self.eval()
+
+    def forward(self, lr_feats: Tensor, guidance: Tensor) -> Tensor:
+        _check_pair(lr_feats, guidance, "InterpolateUpsampler")
+        kwargs = {} if self.mode == "nearest" else {"align_corners": False}
+        return F.interpolate(lr_feats, tuple(guidance.shape[-2:]), mode=self.mode, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+UPSAMPLERS = ("featup", "jbu", "nearest", "bilinear", "bicubic")
+
+
+def build_upsampler(name: str, dim: int = 384) -> nn.Module:
+    """``"featup"``/``"jbu"`` -> :class:`JBUStack` (random init: load weights with :func:`load_featup_dino`);
+    ``"nearest"``/``"bilinear"``/``"bicubic"`` -> :class:`InterpolateUpsampler`.
+    All have ``forward(lr_feats (B, C, h, w), guidance (B, 3, H, W)) -> (B, C, H, W)``."""
+    key = name.lower()
+    if key in ("featup", "jbu", "jbu_stack"):
+        return JBUStack(dim)
+    if key in ("nearest", "bilinear", "bicubic"):
+        return InterpolateUpsampler(key, dim)
+    raise ValueError(f"build_upsampler: name must be one of {', '.join(UPSAMPLERS)}, got name={name!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Container
+# --------------------------------------------------------------------------------------------------
+
+
+class UpsampledDino(nn.Module):
+    """``featurizer`` (DINO ViT-S/16 [+ ChannelNorm]) and ``upsampler`` (JBU stack or interpolation).
+
+    ``forward(images01 (B, 3, H, W) in [0, 1]) -> hr_feats (B, 384, H, W)`` computes MEt3R's
+    ``upsampler(featurizer(norm(x01)), x01)``. Unpacks as ``featurizer, upsampler = module``.
+    """
+
+    def __init__(self, featurizer: DinoFeaturizer, upsampler: nn.Module) -> None:
+        super().__init__()
+        self.featurizer = featurizer
+        self.upsampler = upsampler
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter((self.featurizer, self.upsampler))
+
+    def forward(self, images01: Tensor) -> Tensor:
+        return self.upsampler(self.featurizer(images01), images01)
+
+
+# --------------------------------------------------------------------------------------------------
+# State-dict conversion
+# --------------------------------------------------------------------------------------------------
+
+_DROPPED = ("scale_net", "downsampler")  # training-only parts of FeatUp's JBUFeatUp Lightning module
+_VIT_PREFIXES = ("model.0.model.", "model.model.")  # use_norm=True names, hub no_norm names
+_VIT_TOP = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+
+
+def _unwrap(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Lightning nesting ``{"state_dict": {...}, "epoch": ..., ...}`` -> flat dict of tensors."""
+    inner = sd.get("state_dict")
+    if isinstance(inner, Mapping):
+        sd = inner
+    return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+
+
+def convert_dino_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Official DINO ViT-S/16 checkpoint (``dino_deitsmall16_pretrain.pth``: 150 plain ViT keys) ->
+    ``featurizer.vit.*`` names. Also accepts ``module.``/``backbone.`` prefixed training checkpoints."""
+    out: dict[str, Tensor] = {}
+    for k, v in _unwrap(sd).items():
+        for pre in ("module.", "backbone."):
+            if k.startswith(pre):
+                k = k[len(pre) :]
+        if k.startswith("head."):  # projection head of DINO training checkpoints: not part of the ViT
+            continue
+        out["featurizer.vit." + k] = v
+    return out
+
+
+def convert_featup_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """FeatUp checkpoint (``{,no_norm/}dino16_jbu_stack_cocostuff.ckpt`` or the same keys flat) ->
+    :class:`UpsampledDino` names.
+
+    Unwraps ``state_dict`` nesting, drops ``scale_net*``/``downsampler*`` keys, maps
+    ``model.0.model.`` (or ``model.model.``) -> ``featurizer.vit.``, ``model.1.norm.`` ->
+    ``featurizer.channel_norm.``; ``upsampler.*`` stays. Keys already in our naming pass through.
+    Any other key is kept as is, so a strict load reports it.
+    """
+    out: dict[str, Tensor] = {}
+    for k, v in _unwrap(sd).items():
+        if any(d in k for d in _DROPPED):
+            continue
+        for pre in _VIT_PREFIXES:
+            if k.startswith(pre):
+                k = "featurizer.vit." + k[len(pre) :]
+                break
+        else:
+            if k.startswith("model.1.norm."):
+                k = "featurizer.channel_norm." + k[len("model.1.norm.") :]
+        out[k] = v
+    return out
+
+
+def to_official_key(key: str) -> str:
+    """Inverse of the :class:`UpsampledDino` key mapping (our name -> FeatUp ``use_norm=True`` name)."""
+    if key.startswith("featurizer.vit."):
+        return "model.0.model." + key[len("featurizer.vit.") :]
+    if key.startswith("featurizer.channel_norm."):
+        return "model.1.norm." + key[len("featurizer.channel_norm.") :]
+    return key
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _registry_file(name: str) -> Path:
+    from met3r_metrics.weights import checkpoint_file  # lazy: weights.py owns registry, cache and download
+
+    return Path(checkpoint_file(name))
+
+
+def _read_file(path: Path) -> Mapping[str, object]:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    # weights_only=True always: a checkpoint is data, never code.
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def _read_url(url: str) -> Mapping[str, object]:
+    # Same cache as torch.hub.load_state_dict_from_url (<hub_dir>/checkpoints/<file name>).
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+    if not cached.is_file():
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), progress=False)
+        except Exception as exc:  # network errors come in many types (URLError, socket, SSL...)
+            raise FileNotFoundError(
+                f"could not download {url} to {cached} ({type(exc).__name__}: {exc}). Fetch it while online, "
+                f"e.g. `python -c \"import torch; torch.hub.download_url_to_file('{url}', '{cached}')\"`, "
+                "or pass a local file path."
+            ) from exc
+    return _read_file(cached)
+
+
+def _read_source(source: str | os.PathLike[str]) -> Mapping[str, object]:
+    s = os.fspath(source)
+    if s.startswith(("http://", "https://")):
+        return _read_url(s)
+    path = Path(s).expanduser()
+    if path.exists() or os.sep in s or path.suffix in (".ckpt", ".pth", ".pt", ".safetensors", ".bin"):
+        return _read_file(path)
+    return _read_file(_registry_file(s))  # a registry name
+
+
+def _strict_load(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def head(xs: list[str]) -> str:
+            return ", ".join(to_official_key(x) for x in xs[:8]) + (f" ... (+{len(xs) - 8})" if len(xs) > 8 else "")
+
+        raise RuntimeError(
+            f"{what}: checkpoint does not match the model (strict load). missing={len(missing)} [{head(missing)}] "
+            f"unexpected={len(unexpected)} [{head(unexpected)}] shape mismatches={shapes[:4]}"
+        )
+    module.load_state_dict(sd, strict=True)
+
+
+def _finish(module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
+    module.to(device=device, dtype=dtype)
+    module.requires_grad_(False)
+    module.eval()
+
+
+def load_featup_dino(
+    source: str | os.PathLike[str] | Mapping[str, object] | None = None,
+    *,
+    use_norm: bool = True,
+    depth: int = 12,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    dino_source: str | os.PathLike[str] | Mapping[str, object] | None = None,
+) -> UpsampledDino:
+    """Build MEt3R's feature path (DINO ViT-S/16 + FeatUp JBU) and load it strictly.
+
+    Args:
+        source: ``None`` -> registry ``"featup_dino16_jbu"`` (``"featup_dino16_jbu_no_norm"`` when
+            ``use_norm=False``), resolved by :func:`met3r_metrics.weights.checkpoint_file` (hub cache /
+            download / clear offline error); a registry name; an ``https://`` URL (torch hub cache); a local
+            ``.ckpt``/``.pth``/``.safetensors`` file with FeatUp's official key names (``state_dict``
+            nesting allowed); or an already loaded state dict.
+        use_norm: FeatUp's ChannelNorm after the ViT (MEt3R: True).
+        depth: ViT depth (12 for the real checkpoint).
+        dino_source: where to take the 150 ViT tensors from when the FeatUp checkpoint lacks them
+            (default: registry ``"dino_vits16"`` = ``dino_deitsmall16_pretrain.pth``). Unused otherwise.
+
+    Returns:
+        :class:`UpsampledDino` in eval mode with every parameter frozen; unpacks as
+        ``featurizer, upsampler = load_featup_dino()``.
+    """
+    if source is None:
+        source = REGISTRY_FEATUP[use_norm]
+    raw = source if isinstance(source, Mapping) else _read_source(source)
+    sd = convert_featup_state_dict(raw)
+    if not any(k.startswith("featurizer.vit.") for k in sd):
+        dino_raw = dino_source if isinstance(dino_source, Mapping) else _read_source(dino_source or REGISTRY_DINO)
+        sd.update(convert_dino_state_dict(dino_raw))
+    with torch.device("meta"):
+        model = UpsampledDino(DinoFeaturizer(depth=depth, use_norm=use_norm), JBUStack(384))
+    model.to_empty(device="cpu")  # every tensor is then overwritten by the strict load
+    _strict_load(model, sd, "load_featup_dino")
+    _finish(model, device, dtype)
+    return model
+
+
+def load_dino_featurizer(
+    source: str | os.PathLike[str] | Mapping[str, object] | None = None,
+    *,
+    use_norm: bool = False,
+    depth: int = 12,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> DinoFeaturizer:
+    """DINO ViT-S/16 featurizer from the official DINO checkpoint only (``dino_deitsmall16_pretrain.pth``).
+
+    ``source``: ``None`` -> registry ``"dino_vits16"``; a registry name, URL, local file or state dict.
+    Strict on the 150 ViT tensors. With ``use_norm=True`` the ChannelNorm affine parameters are not in
+    that file and keep LayerNorm's initial values (weight 1, bias 0); load a FeatUp checkpoint with
+    :func:`load_featup_dino` for the trained ones.
+    """
+    raw = source if isinstance(source, Mapping) else _read_source(source if source is not None else REGISTRY_DINO)
+    sd = {k[len("featurizer.") :]: v for k, v in convert_dino_state_dict(raw).items()}
+    feat = DinoFeaturizer(depth=depth, use_norm=use_norm)
+    if feat.channel_norm is not None:
+        sd.update({f"channel_norm.{k}": v for k, v in feat.channel_norm.state_dict().items()})
+    _strict_load(feat, sd, "load_dino_featurizer")
+    _finish(feat, device, dtype)
+    return feat
