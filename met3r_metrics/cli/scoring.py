@@ -1,0 +1,138 @@
+"""The bridge between ``met3r-eval`` and the metric: settings, one scorer per process, pair batches.
+
+Pairs are scored as independent ``(b, 2, 3, H, W)`` batches, so a sequence's numbers do not
+depend on the batch size or on how sequences are spread over processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["PRECISIONS", "PairBatchScorer", "PairResults", "precision_context"]
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """fp32: TF32 off (pinned numbers); tf32: TF32 matmuls/convs; bf16: autocast to bfloat16.
+
+    The global TF32 switches are restored on exit: the CLI must not leave side effects behind
+    when it is called in-process (tests, notebooks).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"runtime.precision must be one of {PRECISIONS}, got {precision!r}")
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@dataclass
+class PairResults:
+    """Scores of a list of pairs: ``scores``/``overlap`` (P,) with NaN = no overlap; maps optional."""
+
+    scores: list[float]
+    overlap: list[float]
+    score_maps: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+
+
+class PairBatchScorer:
+    """Owns the frozen networks of one process and scores frame pairs of a sequence in batches."""
+
+    def __init__(
+        self,
+        variant: str,
+        overrides: dict[str, Any],
+        device: torch.device,
+        precision: str = "fp32",
+        batch_size: int = 8,
+    ) -> None:
+        from met3r_metrics.functional import met3r, resolve_settings
+
+        self._met3r = met3r
+        self.variant = variant
+        self.overrides = dict(overrides)
+        self.settings: dict[str, Any] = resolve_settings(variant, **self.overrides)
+        self.device = device
+        self.precision = precision
+        self.batch_size = max(1, int(batch_size))
+        self._scorer: Any = None
+
+    @property
+    def scorer(self) -> Any:
+        """The frozen networks, built on first use (a rank with nothing to do never builds them)."""
+        if self._scorer is None:
+            from met3r_metrics import functional
+
+            if hasattr(functional, "get_scorer"):
+                self._scorer = functional.get_scorer(self.settings, self.device)
+            else:  # pragma: no cover - alternative constructor of the contract
+                from met3r_metrics.scorer import MEt3RScorer
+
+                self._scorer = MEt3RScorer.from_settings(self.settings, self.device)
+        return self._scorer
+
+    @torch.no_grad()
+    def score_pairs(
+        self,
+        views: torch.Tensor,
+        pairs: Sequence[tuple[int, int]],
+        *,
+        return_maps: bool = False,
+        progress: Any = None,
+    ) -> PairResults:
+        """Score ``pairs`` of ``views`` ``(V, 3, H, W)`` float in [0, 1]."""
+        scores: list[float] = []
+        overlap: list[float] = []
+        maps: list[torch.Tensor] = []
+        masks: list[torch.Tensor] = []
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start : start + self.batch_size]
+            idx = torch.tensor(chunk, dtype=torch.long)
+            images = views[idx].to(self.device, non_blocking=True)  # (b, 2, 3, H, W)
+            with precision_context(self.precision, self.device):
+                out = self._met3r(
+                    images,
+                    variant=self.variant,
+                    normalize=True,
+                    pairing="consecutive",
+                    scorer=self.scorer,
+                    return_details=True,
+                    return_maps=return_maps,
+                    **self.overrides,
+                )
+            scores.extend(float(s) for s in out.pair_scores[:, 0].float().cpu())
+            overlap.extend(float(o) for o in out.overlap[:, 0].float().cpu())
+            if return_maps:
+                maps.append(out.score_maps[:, 0].float().cpu())
+                masks.append(out.overlap_masks[:, 0].float().cpu())
+            if progress is not None:
+                progress.update(len(chunk))
+        return PairResults(
+            scores=scores,
+            overlap=overlap,
+            score_maps=torch.cat(maps) if maps else None,
+            masks=torch.cat(masks) if masks else None,
+        )
+
+
+def finite_mean(values: Sequence[float]) -> float | None:
+    """Mean of the finite values (NaN = zero-overlap pairs are excluded), ``None`` if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return math.fsum(finite) / len(finite) if finite else None
