@@ -1,0 +1,428 @@
+"""Point splatting + alpha compositing with PyTorch3D's semantics, as MEt3R uses them (no pytorch3d).
+
+1. Camera: OpenCV points (x right, y down, z forward) -> NDC x = (fx * -X) / Z, y = (fy * -Y) / Z, z := Z.
+2. Pixel (i, j) samples NDC ((W-1-2j)/S, (H-1-2i)/S), S = min(H, W), by PyTorch3D's float32 recipe.
+3. A point hits a pixel iff z >= 0 and dx*dx + dy*dy < r*r in NDC (isotropic, float32, strict).
+4. Each pixel keeps the K hits with smallest (z, packed index) ascending; idx/zbuf/dists are -1 when empty.
+5. Composite front to back: sum_k T_k a_k f_k, a_k = 1 - d_k / r^2, T_{k+1} = T_k (1 - a_k); background where no hit.
+
+The rasterizer splats forward: every point visits only the pixel window its disc can reach, and the K nearest
+per pixel are selected by one sort of (pixel, depth) keys, so the cost grows with points x footprint rather
+than points x pixels. On CPU in float32 all outputs equal PyTorch3D's CPU kernels bit for bit
+(``tests/test_render_golden.py``). Semantics: ``../shared/spec/pytorch3d_points.md``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "project_points",
+    "pixel_centers_ndc",
+    "rasterize_points",
+    "naive_rasterize_points",
+    "alpha_composite",
+    "splat",
+]
+
+# Slack (in pixels) added on both sides of a point's candidate window. The window is only a superset
+# filter computed in the working precision; the exact float hit test decides. The float32 error of the
+# continuous pixel position is ~1e-5 px at S = 256, so 0.01 px is generous and still gives the minimal
+# 3x3 window at MEt3R's size (r * S = 2.56).
+_WINDOW_SLACK_PX = 0.01
+
+# Default work-chunk size (candidate point-pixel pairs per chunk, and pending hits before a merge).
+# About 40 bytes of temporaries per candidate, so ~80 MiB peak at this size.
+_DEFAULT_CHUNK = 1 << 21
+
+
+def project_points(points: torch.Tensor, focal_ndc: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Project points with MEt3R's PyTorch3D camera into NDC.
+
+    The camera is ``PerspectiveCameras(R=diag(-1,-1,1), T=0, focal_length=focal_ndc, principal_point=(0,0),
+    in_ndc=True)``: view coords are (-X, -Y, Z), then x = fx * Xv / Zv, y = fy * Yv / Zv and the third
+    coordinate is the view depth Z (not 1/Z). No eps clamp, no near plane (the rasterizer culls z < 0 only).
+
+    Args:
+        points: (B, N, 3) in view 1's OpenCV camera frame (x right, y down, z forward), as MEt3R passes
+            DUSt3R point maps.
+        focal_ndc: (B, 2) NDC focal (fx, fy) per cloud; MEt3R uses fx = 1 + f_px_x / w, fy = 1 + f_px_y / h.
+        image_size: (H, W). With ``in_ndc=True`` nothing in the projection depends on it (PyTorch3D applies
+            no aspect correction); it is accepted so the call mirrors the camera's inputs.
+
+    Returns:
+        (B, N, 3): x_ndc, y_ndc, z (view depth). z = 0 gives +-inf/NaN x, y, which never hit a pixel.
+    """
+    if points.dim() != 3 or points.shape[-1] != 3:
+        raise ValueError(f"points must be (B, N, 3), got {tuple(points.shape)}")
+    if focal_ndc.shape != (points.shape[0], 2):
+        raise ValueError(f"focal_ndc must be (B, 2) = ({points.shape[0]}, 2), got {tuple(focal_ndc.shape)}")
+    _check_size(image_size)
+    focal = focal_ndc.to(points.dtype)
+    X, Y, Z = points.unbind(-1)
+    # PyTorch3D goes through 4x4 matmuls whose zero terms turn -0.0 into +0.0 (the "+ 0.0" below, exact
+    # otherwise). It decides the sign of the infinity for a point at z = -0.0 and of x, y on the axis.
+    z_view = Z + 0.0
+    x = (focal[:, None, 0] * -X + 0.0) / z_view
+    y = (focal[:, None, 1] * -Y + 0.0) / z_view
+    return torch.stack((x, y, z_view), dim=-1)
+
+
+def pixel_centers_ndc(
+    image_size: tuple[int, int], dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NDC coordinates sampled by each pixel row and column, PyTorch3D's recipe operation by operation.
+
+    Row 0 is the top (most positive y), column 0 the left (most positive x, PyTorch3D's +X is left).
+
+    Returns:
+        (y_of_row (H,), x_of_col (W,)) in ``dtype``.
+    """
+    H, W = _check_size(image_size)
+
+    def axis(s1: int, s2: int) -> torch.Tensor:
+        # Built on the CPU so the rounding is the CPU kernel's; it is tiny and moved once.
+        two = torch.tensor(2.0, dtype=dtype)
+        rng = (torch.tensor(float(s1), dtype=dtype) * two) / torch.tensor(float(s2), dtype=dtype) if s1 > s2 else two
+        offset = rng / 2.0
+        i_rev = torch.arange(s1 - 1, -1, -1, dtype=dtype)  # the kernel flips the index first
+        return (rng * i_rev + offset) / torch.tensor(float(s1), dtype=dtype) - offset
+
+    return axis(H, W).to(device), axis(W, H).to(device)
+
+
+def rasterize_points(
+    ndc: torch.Tensor,
+    image_size: tuple[int, int],
+    radius: float = 0.01,
+    points_per_pixel: int = 10,
+    *,
+    chunk_size: int = _DEFAULT_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward-splatting rasterizer equal to PyTorch3D's naive ``rasterize_points`` (bin_size=0, CPU rules).
+
+    Args:
+        ndc: (B, N, 3) projected points (x_ndc, y_ndc, z) from :func:`project_points`; cloud b only
+            renders into image b.
+        image_size: (H, W).
+        radius: disc radius in NDC units (the same for x and y, whatever the aspect ratio).
+        points_per_pixel: K.
+        chunk_size: candidate point-pixel pairs processed at once (bounds memory; results do not depend on it).
+
+    Returns:
+        idx (B, H, W, K) int64 packed indices b * N + n, zbuf (B, H, W, K) depth, dists (B, H, W, K)
+        squared NDC distance; slots sorted by ascending (z, packed index), -1 in all three where empty.
+        zbuf and dists are differentiable with respect to ``ndc`` (like PyTorch3D); idx is not.
+
+    Host syncs: one to count the points whose disc can touch the image (sizes the chunk loop), one per
+    chunk to compact its hits, and one per intermediate merge when the hits exceed ``chunk_size``.
+    """
+    H, W = _check_size(image_size)
+    B, N, _ = _check_ndc(ndc)
+    K = _check_k(points_per_pixel)
+    if radius <= 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    device = ndc.device
+    S = min(H, W)
+    num_slots = B * H * W * K
+    if B * H * W >= 1 << 32 or B * N >= 1 << 40:
+        raise ValueError("image or cloud too large for the 64-bit sort keys")
+    y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, device)
+    r2 = _radius_sq(radius, ndc.dtype, device)
+
+    with torch.no_grad():
+        pts = ndc.detach().reshape(B * N, 3)
+        x, y, z = pts.unbind(-1)
+        depth_key, depth_bits = _depth_keys(z)
+        # Continuous (col, row) of each point; used only to place its candidate window.
+        half = radius * S / 2.0
+        col_c = (W - 1 - S * x) * 0.5
+        row_c = (H - 1 - S * y) * 0.5
+        # Points whose disc cannot reach any pixel centre are dropped up front (also z < 0, NaN, inf:
+        # comparisons with NaN are False).
+        reach = half + 1.0
+        touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
+        cand_pts = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed order
+        num_cand = cand_pts.numel()
+
+        # Window: integers j with a < j < a + r*S, a = col_c - r*S/2, widened by the slack on both sides.
+        span = radius * S + 2 * _WINDOW_SLACK_PX
+        nx = min(W, int(math.floor(span)) + 1)
+        ny = min(H, int(math.floor(span)) + 1)
+        ar_x = torch.arange(nx, device=device)
+        ar_y = torch.arange(ny, device=device)
+        per_chunk = max(1, chunk_size // (nx * ny))
+
+        kept_key = torch.empty(0, dtype=torch.int64, device=device)
+        kept_idx = torch.empty(0, dtype=torch.int64, device=device)
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        pending_n = 0
+        for start in range(0, num_cand, per_chunk):
+            p = cand_pts[start : start + per_chunk]
+            # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
+            lo_x = torch.floor(col_c[p] - half - _WINDOW_SLACK_PX) + 1
+            lo_y = torch.floor(row_c[p] - half - _WINDOW_SLACK_PX) + 1
+            cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
+            rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
+            dx = x[p, None] - x_of_col[cols]
+            dy = y[p, None] - y_of_row[rows]
+            # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
+            d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx)
+            hit = (d2 < r2).view(-1).nonzero().squeeze(1)  # host sync: hit count; point-major = ascending idx
+            if hit.numel() == 0:
+                continue
+            hp = hit // (ny * nx)
+            rem = hit - hp * (ny * nx)
+            hr = rem // nx
+            hc = rem - hr * nx
+            pt = p[hp]
+            pix = ((pt // N) * H + rows[hp, hr]) * W + cols[hp, hc]
+            pending.append(((pix << depth_bits) | depth_key[pt], pt))
+            pending_n += hit.numel()
+            if pending_n > chunk_size:  # merge so memory stays bounded
+                keys = torch.cat([kept_key] + [k for k, _ in pending])
+                ids = torch.cat([kept_idx] + [i for _, i in pending])
+                key_s, idx_s, rank = _select_k(keys, ids, depth_bits)
+                keep = rank < K  # host sync (compaction)
+                kept_key, kept_idx = key_s[keep], idx_s[keep]
+                pending, pending_n = [], 0
+
+        keys = torch.cat([kept_key] + [k for k, _ in pending])
+        ids = torch.cat([kept_idx] + [i for _, i in pending])
+        key_s, idx_s, rank = _select_k(keys, ids, depth_bits)
+        # Entries past K go to a dump slot at the end instead of being compacted (no sync).
+        slot = torch.where(rank < K, (key_s >> depth_bits) * K + rank, num_slots)
+        idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=device)
+        idx_flat.scatter_(0, slot, idx_s)
+        idx_flat = idx_flat[:num_slots]
+
+    # zbuf and dists are gathered from the inputs with the same float ops as the hit test (bit-identical),
+    # outside no_grad so they carry gradients to ndc like PyTorch3D's.
+    valid = idx_flat >= 0
+    safe = idx_flat.clamp(min=0)
+    flat = ndc.reshape(B * N, 3)
+    pixel = torch.arange(num_slots, device=device) // K
+    col = pixel % W
+    row = (pixel // W) % H
+    dx = flat[safe, 0] - x_of_col[col]
+    dy = flat[safe, 1] - y_of_row[row]
+    minus_one = torch.tensor(-1.0, dtype=ndc.dtype, device=device)
+    dists = torch.where(valid, dx * dx + dy * dy, minus_one)
+    zbuf = torch.where(valid, flat[safe, 2], minus_one)
+    shape = (B, H, W, K)
+    return idx_flat.view(shape), zbuf.view(shape), dists.view(shape)
+
+
+def naive_rasterize_points(
+    ndc: torch.Tensor,
+    image_size: tuple[int, int],
+    radius: float = 0.01,
+    points_per_pixel: int = 10,
+    *,
+    chunk_size: int = 1 << 22,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference rasterizer: every pixel tests every point of its cloud (PyTorch3D's bin_size=0 algorithm).
+
+    Same arguments and outputs as :func:`rasterize_points`; cost Theta(B * H * W * N), chunked over pixels
+    so that at most ``chunk_size`` (pixel, point) pairs are alive at once. Used by the tests on random
+    inputs and as the baseline in benchmarks. Ties in z go to the lower packed index (CPU rule).
+    """
+    H, W = _check_size(image_size)
+    B, N, _ = _check_ndc(ndc)
+    K = _check_k(points_per_pixel)
+    device = ndc.device
+    y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, device)
+    r2 = _radius_sq(radius, ndc.dtype, device)
+    x, y, z = ndc.unbind(-1)  # (B, N)
+    # Depth rank per cloud, ties by index (stable sort); a pixel keeps its K smallest ranks.
+    order = torch.sort(z.detach(), dim=1, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=device).expand(B, N))
+    not_culled = ~(z < 0)  # the kernel skips z < 0 only
+
+    kk = min(K, N)
+    idx_out = torch.full((B, H * W, K), -1, dtype=torch.int64, device=device)
+    zbuf_out = torch.full((B, H * W, K), -1.0, dtype=ndc.dtype, device=device)
+    dist_out = torch.full((B, H * W, K), -1.0, dtype=ndc.dtype, device=device)
+    if N == 0:
+        return idx_out.view(B, H, W, K), zbuf_out.view(B, H, W, K), dist_out.view(B, H, W, K)
+    per_chunk = max(1, chunk_size // max(1, B * N))
+    for start in range(0, H * W, per_chunk):
+        pix = torch.arange(start, min(start + per_chunk, H * W), device=device)
+        dx = x[:, None, :] - x_of_col[pix % W][None, :, None]  # (B, m, N)
+        dy = y[:, None, :] - y_of_row[pix // W][None, :, None]
+        d2 = dx * dx + dy * dy
+        hit = not_culled[:, None, :] & (d2 < r2)
+        key = torch.where(hit, rank[:, None, :], N)
+        best = torch.topk(key, kk, dim=2, largest=False, sorted=True).values  # (B, m, kk) ranks
+        ok = best < N
+        n_local = order.gather(1, best.clamp(max=N - 1).flatten(1)).view_as(best)
+        sel_d2 = d2.gather(2, n_local)
+        sel_z = z[:, None, :].expand_as(d2).gather(2, n_local)
+        packed = n_local + (torch.arange(B, device=device) * N)[:, None, None]
+        idx_out[:, pix, :kk] = torch.where(ok, packed, -1)
+        zbuf_out[:, pix, :kk] = torch.where(ok, sel_z, -1.0)
+        dist_out[:, pix, :kk] = torch.where(ok, sel_d2, -1.0)
+    shape = (B, H, W, K)
+    return idx_out.view(shape), zbuf_out.view(shape), dist_out.view(shape)
+
+
+def alpha_composite(
+    idx: torch.Tensor,
+    dists: torch.Tensor,
+    features: torch.Tensor,
+    radius: float,
+    background: float = -10000.0,
+    *,
+    block_rows: int | None = None,
+) -> torch.Tensor:
+    """Front-to-back alpha compositing with MEt3R's weights (PyTorch3D ``AlphaCompositor`` semantics).
+
+    out_c = sum_k T_k * a_k * f_c(idx_k), a_k = 1 - dists_k / (r * r), T_0 = 1, T_{k+1} = T_k * (1 - a_k),
+    unnormalised; float order (T * a) * f, accumulated k = 0, 1, ... as PyTorch3D's CPU kernel does.
+    Every channel of a pixel whose slot 0 is empty is set to ``background``; nowhere else.
+
+    Args:
+        idx: (B, H, W, K) packed indices, -1 for empty slots (filled contiguously from slot 0).
+        dists: (B, H, W, K) squared NDC distances.
+        features: (B, N, C) per point, or packed (B * N, C). Gradients flow to them (and to dists).
+        radius: the rasterization radius (NDC).
+        background: value of every channel where no point hit.
+        block_rows: pixels composited per block (cache blocking); default: whole image on accelerators,
+            ~2 MiB of features per block on CPU. Results do not depend on it.
+
+    Returns:
+        (B, C, H, W) in the features' dtype. It is a permuted view of a channels-last (B, H, W, C) buffer
+        (``torch.channels_last`` memory format); call ``.contiguous()`` if NCHW storage is needed.
+
+    Host sync: one, to read the number of filled pixels per slot (K integers).
+    """
+    if idx.dim() != 4 or dists.shape != idx.shape:
+        raise ValueError(f"idx and dists must both be (B, H, W, K), got {tuple(idx.shape)} and {tuple(dists.shape)}")
+    B, H, W, K = idx.shape
+    C = features.shape[-1]
+    feats = features.reshape(-1, C)
+    M = B * H * W
+    idx2 = idx.reshape(M, K).long()
+    valid = idx2 >= 0
+    # MEt3R's expression: float32 division by the Python float r*r (do not rewrite as a multiplication).
+    alpha = (1 - dists / (radius * radius)).reshape(M, K)
+
+    # Weights (T_k * a_k), with T updated only on filled slots as the kernel's `continue` does.
+    T = torch.ones(M, dtype=alpha.dtype, device=alpha.device)
+    weights = []
+    for k in range(K):
+        a = alpha[:, k]
+        weights.append(T * a)
+        T = torch.where(valid[:, k], T * (1 - a), T)
+    w = torch.where(valid, torch.stack(weights, dim=1), 0.0).to(feats.dtype)
+
+    # Slots fill contiguously, so sorting pixels by hit count makes "slot k filled" a prefix of the order.
+    count = valid.sum(1)
+    order = torch.argsort(count, descending=True, stable=True)
+    filled = (count[None, :] > torch.arange(K, device=count.device)[:, None]).sum(1).tolist()  # host sync
+    idx_o = idx2[order]
+    w_o = w[order]
+    if block_rows is None:
+        block_rows = max(256, (1 << 19) // max(1, C)) if feats.device.type == "cpu" else max(1, M)
+
+    out = torch.empty((M, C), dtype=feats.dtype, device=feats.device)
+    bg = torch.tensor(background, dtype=feats.dtype, device=feats.device)
+    for s in range(0, M, block_rows):
+        e = min(M, s + block_rows)
+        acc = torch.zeros((e - s, C), dtype=feats.dtype, device=feats.device)
+        for k in range(K):
+            ek = min(e, filled[k])
+            if ek <= s:
+                break
+            # (T * a) * f, then added to the running sum: the kernel's rounding order.
+            term = feats.index_select(0, idx_o[s:ek, k]) * w_o[s:ek, k, None]
+            acc[: ek - s] += term
+        if filled[0] < e:  # pixels no point hit: every channel is the background
+            acc[max(0, filled[0] - s) :] = bg
+        out.index_copy_(0, order[s:e], acc)
+    return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def splat(
+    points: torch.Tensor,
+    features: torch.Tensor,
+    focal_ndc: torch.Tensor,
+    image_size: tuple[int, int],
+    radius: float = 0.01,
+    points_per_pixel: int = 10,
+    background: float = -10000.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MEt3R's render: project with view 1's camera, rasterize, alpha-composite.
+
+    Args:
+        points: (B, N, 3) OpenCV camera coordinates of view 1 (float32 for PyTorch3D-exact results).
+        features: (B, N, C) per-point features (or packed (B * N, C)).
+        focal_ndc: (B, 2) NDC focal (fx, fy), MEt3R: (1 + f_px_x / w, 1 + f_px_y / h).
+        image_size: (H, W) of the render.
+        radius, points_per_pixel, background: MEt3R's 0.01, 10, -10000.
+
+    Returns:
+        images (B, C, H, W) (channels-last storage, see :func:`alpha_composite`) and coverage (B, H, W)
+        bool, True where at least one point hit (MEt3R's overlap mask is coverage of both clouds).
+    """
+    ndc = project_points(points, focal_ndc, image_size)
+    idx, _, dists = rasterize_points(ndc, image_size, radius, points_per_pixel)
+    images = alpha_composite(idx, dists, features, radius, background)
+    return images, idx[..., 0] >= 0
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _select_k(keys: torch.Tensor, ids: torch.Tensor, depth_bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sort hits by (pixel, depth) and rank them within their pixel.
+
+    The sort is stable and the hits arrive in ascending packed index (earlier merges first), so equal
+    depths keep ascending packed index: PyTorch3D's CPU tie rule.
+    """
+    keys_s, perm = torch.sort(keys, stable=True)
+    ids_s = ids[perm]
+    pix = keys_s >> depth_bits
+    pos = torch.arange(keys_s.numel(), device=keys_s.device)
+    first = torch.ones_like(pix, dtype=torch.bool)
+    first[1:] = pix[1:] != pix[:-1]
+    group_start = torch.where(first, pos, 0).cummax(0).values
+    return keys_s, ids_s, pos - group_start
+
+
+def _depth_keys(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Non-negative int64 keys ordered like z (for z >= 0, -0.0 equal to +0.0), and their bit width."""
+    if z.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        # For non-negative IEEE floats the bit pattern is monotonic; + 0.0 maps -0.0 to +0.0.
+        bits = (z.float() + 0.0).view(torch.int32).long()
+        return bits.clamp(min=0), 31  # negative z (sign bit) is culled anyway
+    # Other dtypes: the rank in a stable depth sort (ties keep index order, as required).
+    order = torch.sort(z + 0.0, stable=True).indices
+    rank = torch.empty_like(order).scatter_(0, order, torch.arange(z.numel(), device=z.device))
+    return rank, max(1, int(z.numel()).bit_length())
+
+
+def _radius_sq(radius: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    r = torch.tensor(radius, dtype=dtype)  # r*r in the working precision, like the kernel's float radius2
+    return (r * r).to(device)
+
+
+def _check_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    if len(image_size) != 2 or min(int(image_size[0]), int(image_size[1])) <= 0:
+        raise ValueError(f"image_size must be (H, W) with positive sides, got {image_size}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def _check_ndc(ndc: torch.Tensor) -> torch.Size:
+    if ndc.dim() != 3 or ndc.shape[-1] != 3 or not ndc.is_floating_point():
+        raise ValueError(f"ndc must be a floating (B, N, 3) tensor, got {tuple(ndc.shape)} {ndc.dtype}")
+    return ndc.shape
+
+
+def _check_k(k: int) -> int:
+    if int(k) < 1:
+        raise ValueError(f"points_per_pixel must be >= 1, got {k}")
+    return int(k)
