@@ -376,13 +376,16 @@ def decoder_versions() -> dict[str, str | None]:
 
 
 def iter_pairs(num_views: int, pairing: str = "consecutive", gap: int = 1) -> Iterator[tuple[int, int]]:
-    """Frame index pairs of a sequence: ``consecutive`` (i, i+gap) as in the paper, or ``all`` i<j."""
+    """Frame index pairs: ``consecutive`` (i, i+gap) as in the paper, ``first`` (0, j), ``all`` i<j."""
     if pairing == "consecutive":
         for i in range(num_views - gap):
             yield i, i + gap
+    elif pairing == "first":
+        for j in range(1, num_views):
+            yield 0, j
     elif pairing == "all":
         for i in range(num_views):
             for j in range(i + 1, num_views):
                 yield i, j
     else:
-        raise ValueError(f"pairing must be 'consecutive' or 'all', got {pairing!r}")
+        raise ValueError(f"pairing must be 'consecutive', 'first' or 'all', got {pairing!r}")

@@ -61,7 +61,10 @@ def _plain(cfg: Any) -> Any:
 
 def metric_overrides(metric_cfg: dict[str, Any]) -> dict[str, Any]:
     """resolve_settings() overrides from the metric group: every non-null knob except CLI keys."""
-    return {k: v for k, v in metric_cfg.items() if k not in _CLI_METRIC_KEYS and v is not None}
+    out = {k: v for k, v in metric_cfg.items() if k not in _CLI_METRIC_KEYS and v is not None}
+    if isinstance(out.get("img_size"), str) and out["img_size"].lower() in ("input", "none"):
+        out["img_size"] = None  # null already means "the variant's value"
+    return out
 
 
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:

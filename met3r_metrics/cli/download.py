@@ -1,0 +1,131 @@
+"""``met3r-download``: prefetch the weights a variant needs, for offline clusters (argparse).
+
+Weights land in the standard caches (the Hugging Face hub cache for DUSt3R/MASt3R, torch hub's
+checkpoint dir for DINO/FeatUp), so that later runs with ``HF_HUB_OFFLINE=1`` find them::
+
+    met3r-download                 # what the default variant (official) needs
+    met3r-download official paper  # several variants
+    met3r-download dust3r_512_dpt  # a checkpoint by registry name
+    met3r-download --list          # every known checkpoint, and whether it is cached
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main", "checkpoints_for", "is_cached"]
+
+
+def _weights() -> Any:
+    from met3r_metrics import weights
+
+    return weights
+
+
+def _variants() -> dict[str, Any]:
+    from met3r_metrics.settings import VARIANTS
+
+    return VARIANTS
+
+
+def _feature_checkpoints(settings: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """Registry names of the feature network (and FeatUp upsampler) a settings dict uses."""
+    weights = _weights()
+    fn = getattr(weights, "feature_checkpoints", None)
+    if callable(fn):  # the registry knows best
+        return list(fn(settings))
+    wanted = [str(settings.get("feature_backbone", "dino16"))]
+    if settings.get("upsampler") == "featup":
+        wanted.append("featup")
+    out = []
+    for key in wanted:
+        out.extend(n for n in names if key in n.lower() and n not in out)
+    return out
+
+
+def checkpoints_for(target: str) -> list[str]:
+    """Registry names needed for ``target``: a variant name, a backbone alias, or a registry name."""
+    weights = _weights()
+    names = list(weights.CHECKPOINTS)
+    if target in names:
+        return [target]
+    from met3r_metrics.settings import BACKBONE_ALIASES, resolve_settings
+
+    if target in BACKBONE_ALIASES:
+        return [BACKBONE_ALIASES[target]]
+    if target in _variants():
+        settings = resolve_settings(target)
+        needed = [settings["backbone"]] if settings.get("backbone_weights") is None else []
+        needed += [n for n in _feature_checkpoints(settings, names) if n not in needed]
+        return needed
+    raise SystemExit(
+        f"met3r-download: unknown variant or checkpoint {target!r}; "
+        f"variants: {', '.join(_variants())}; checkpoints: {', '.join(names)}"
+    )
+
+
+def is_cached(name: str) -> str | None:
+    """Local path of checkpoint ``name`` if it is already cached, else ``None`` (never downloads)."""
+    weights = _weights()
+    try:
+        path = weights.checkpoint_file(name, download=False)
+    except Exception:  # noqa: BLE001 - "not cached" is reported as whatever error the registry raises
+        return None
+    return str(path) if path else None
+
+
+def _describe(info: Any) -> str:
+    for attr in ("description", "source", "url", "repo_id"):
+        value = info.get(attr) if isinstance(info, dict) else getattr(info, attr, None)
+        if value:
+            return str(value)
+    return ""
+
+
+def _list() -> int:
+    weights = _weights()
+    rows = []
+    for name, info in weights.CHECKPOINTS.items():
+        path = is_cached(name)
+        rows.append((name, "cached" if path else "missing", path or _describe(info)))
+    width = max((len(r[0]) for r in rows), default=4)
+    for name, state, where in rows:
+        print(f"{name:<{width}}  {state:<7}  {where}")
+    needs = {v: checkpoints_for(v) for v in _variants()}
+    for variant, names in needs.items():
+        print(f"variant {variant}: {', '.join(names)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status (0: everything requested is cached)."""
+    parser = argparse.ArgumentParser(
+        prog="met3r-download",
+        description="Prefetch MEt3R weights into the standard caches (for offline runs).",
+    )
+    parser.add_argument("targets", nargs="*", default=None, help="variants (official, paper) or checkpoint names; default: official")
+    parser.add_argument("--list", action="store_true", help="list known checkpoints and whether each is cached")
+    args = parser.parse_args(argv)
+    if args.list:
+        return _list()
+    targets = args.targets or ["official"]
+    names: list[str] = []
+    for target in targets:
+        names.extend(n for n in checkpoints_for(target) if n not in names)
+    weights = _weights()
+    failed = 0
+    for name in names:
+        try:
+            path = weights.checkpoint_file(name, download=True)
+            print(f"{name}: {path}")
+        except Exception as err:  # noqa: BLE001 - report every failure, then exit non-zero
+            failed += 1
+            print(f"{name}: FAILED: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
