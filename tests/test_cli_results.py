@@ -1,0 +1,71 @@
+"""met3r_metrics.cli.results / distributed: crash-safe appends, merge, statistics, sharding."""
+
+import json
+import math
+
+from met3r_metrics.cli import distributed as mdist
+from met3r_metrics.cli import results as res
+
+
+def test_append_repair_and_tolerant_read(tmp_path):
+    path = tmp_path / "s.jsonl"
+    res.append_jsonl(path, {"sequence": "a", "status": "ok"})
+    res.append_jsonl(path, {"sequence": "b", "status": "ok"})
+    with open(path, "ab") as fh:  # what a writer killed mid-line leaves behind
+        fh.write(b'{"sequence":"c","sta')
+    assert [r["sequence"] for r in res.read_jsonl(path)] == ["a", "b"]
+    assert res.repair_jsonl(path) == len(b'{"sequence":"c","sta')
+    assert path.read_bytes().endswith(b"}\n")
+    res.append_jsonl(path, {"sequence": "c", "status": "ok"})
+    assert [r["sequence"] for r in res.read_jsonl(path)] == ["a", "b", "c"]
+    assert res.repair_jsonl(path) == 0
+
+
+def test_merge_prefers_ok_and_keeps_order():
+    recs = [
+        {"sequence": "b", "status": "error", "error": "x"},
+        {"sequence": "a", "status": "ok", "v": 1},
+        {"sequence": "b", "status": "ok", "v": 2},
+        {"sequence": "a", "status": "error", "error": "later failure does not replace a result"},
+        {"sequence": "zz", "status": "ok"},
+    ]
+    merged = res.merge_records(recs, ["a", "b"])
+    assert [(r["sequence"], r["status"]) for r in merged] == [("a", "ok"), ("b", "ok"), ("zz", "ok")]
+
+
+def _rec(name, scores):
+    return {"sequence": name, "status": "ok", "pairs": [[k, k + 1] for k in range(len(scores))],
+            "pair_scores": scores, "overlap": [0.5] * len(scores),
+            "score": (sum(s for s in scores if s is not None) / max(1, sum(s is not None for s in scores)))
+            if any(s is not None for s in scores) else None}
+
+
+def test_summary_statistics():
+    recs = [_rec("a", [0.1, 0.3]), _rec("b", [0.4, None, 0.4]), _rec("c", [None]),
+            {"sequence": "d", "status": "error", "error": "too short"}]
+    s = res.summarize(recs)
+    assert math.isclose(s["met3r"], (0.2 + 0.4) / 2)  # mean of per-sequence means
+    assert math.isclose(s["pair_mean"], (0.1 + 0.3 + 0.4 + 0.4) / 4)
+    assert s["num_zero_overlap_pairs"] == 2 and s["num_pairs"] == 6 and s["num_pairs_scored"] == 4
+    assert s["num_sequences"] == 3 and s["num_sequences_scored"] == 2 and s["num_sequences_without_score"] == 1
+    assert s["num_errors"] == 1 and s["errors"][0]["sequence"] == "d"
+    std = math.sqrt(((0.2 - 0.3) ** 2 + (0.4 - 0.3) ** 2) / 1)
+    half = 12.706 * std / math.sqrt(2)
+    assert math.isclose(s["met3r_std"], std) and math.isclose(s["met3r_ci95"][1], 0.3 + half)
+    json.dumps(s)  # plain JSON
+    csv = res.pairs_csv_text(recs)
+    assert csv.splitlines()[0] == "sequence,i,j,score,overlap"
+    assert "b,1,2,nan,0.5" in csv and len(csv.splitlines()) == 1 + 6
+
+
+def test_t_critical_values():
+    assert res.t_critical_975(1) == 12.706 and res.t_critical_975(30) == 2.042
+    assert abs(res.t_critical_975(60) - 2.000) < 2e-3 and abs(res.t_critical_975(10**6) - 1.96) < 1e-3
+
+
+def test_shard_round_robin_covers_everything():
+    items = list(range(7))
+    shards = [mdist.shard(items, r, 3) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    info = mdist.setup("cpu")
+    assert info.world_size == 1 and info.rank == 0 and not info.distributed
