@@ -129,6 +129,9 @@ def rasterize_points(
     num_slots = B * H * W * K
     if B * H * W >= 1 << 32 or B * N >= 1 << 40:
         raise ValueError("image or cloud too large for the 64-bit sort keys")
+    if N == 0:
+        empty = torch.full((B, H, W, K), -1, dtype=torch.int64, device=device)
+        return empty, empty.to(ndc.dtype), empty.to(ndc.dtype)
     y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, device)
     r2 = _radius_sq(radius, ndc.dtype, device)
 
