@@ -203,6 +203,7 @@ class MEt3RCallback(Callback):
         # Results of the last evaluation, for users and tests (identical on all ranks).
         self.last_results: dict[str, float] = {}
         self.last_figure_path: Path | None = None
+        self._figure_dir: Path | None = None
         self._last_evaluated_epoch = -1
 
     # ------------------------------------------------------------------ keys / state
@@ -269,6 +270,10 @@ class MEt3RCallback(Callback):
             return
         self._resolve_sampler(pl_module)  # fail now, not mid-epoch
         self._build_metrics()
+        if self.num_plot_pairs > 0:
+            # trainer.log_dir is a collective under DDP (broadcast from rank 0): resolve it here,
+            # on every rank, never inside the rank-zero-only plotting branch.
+            self._figure_dir = self.plot_dir or Path(trainer.log_dir or trainer.default_root_dir) / "met3r"
         if trainer.world_size > 1:
             # Our values are already global (see module docstring); silence Lightning's generic
             # "use sync_dist=True at epoch level" hint for exactly our keys.
@@ -474,9 +479,7 @@ class MEt3RCallback(Callback):
         for logger in trainer.loggers:
             sent |= _send_figure(logger, tag, fig, step)
         if not sent or self.plot_dir is not None:
-            root = self.plot_dir
-            if root is None:
-                root = Path(trainer.log_dir or trainer.default_root_dir) / "met3r"
+            root = self._figure_dir or Path(trainer.default_root_dir) / "met3r"
             root.mkdir(parents=True, exist_ok=True)
             path = root / f"epoch_{trainer.current_epoch:03d}.png"
             fig.savefig(path, dpi=100)

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-__all__ = ["ToyImageDataset", "ToyViewGenerator"]
+__all__ = ["TinyFeatureExtractor", "ToyImageDataset", "ToyViewGenerator"]
 
 
 class ToyImageDataset(Dataset):
@@ -74,3 +74,25 @@ class ToyViewGenerator(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class TinyFeatureExtractor(nn.Module):
+    """Stand-in FID feature extractor: fixed random conv features, ``(N, 3, H, W)`` in [0, 1] -> ``(N, D)``.
+
+    For tests and the ``--tiny`` example, where the Inception weights are not available. Its
+    weights come from ``seed`` only, so two instances with the same seed are identical. FID values
+    computed with it are not comparable with Inception FID.
+    """
+
+    def __init__(self, num_features: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        self.num_features = num_features  # read by torchmetrics' FrechetInceptionDistance
+        gen = torch.Generator().manual_seed(seed)
+        self.conv = nn.Conv2d(3, num_features, kernel_size=8, stride=8)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=gen) * 0.1)
+            self.conv.bias.zero_()
+        self.requires_grad_(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.relu(self.conv(images.float())).mean(dim=(-2, -1))

@@ -1,0 +1,292 @@
+"""MEt3RCallback: logged values equal hand-computed metrics, DDP equals one process, no checkpoint
+growth, clear errors, figures, autocast isolation. CPU only, tiny random-weight MEt3R networks."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, Logger
+from torch.utils.data import DataLoader
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from lightning_callbacks import MEt3RCallback
+from lightning_callbacks.met3r_callback import _first_tensor, _rank_quota, _to_unit_range
+from lightning_callbacks.testing import TinyFeatureExtractor, ToyImageDataset, ToyViewGenerator
+
+TOL = 1e-5  # float32 sums in a different order (DDP gather) / same order (by hand)
+
+
+@pytest.fixture(scope="module")
+def tiny_kwargs(golden_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from met3r_metrics.testing import tiny_met3r_kwargs
+
+    return tiny_met3r_kwargs(golden_root, tmp_path_factory.mktemp("tiny_met3r"))
+
+
+def _trainer(tmp_path: Path, callbacks: list, **kwargs) -> Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(tmp_path, name="logs"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        deterministic=True,
+    )
+    defaults.update(kwargs)
+    return Trainer(callbacks=callbacks, **defaults)
+
+
+def _loaders(n: int = 8, batch_size: int = 2) -> tuple[DataLoader, DataLoader]:
+    data = ToyImageDataset(n=n, size=64, seed=0)
+    return DataLoader(data, batch_size=batch_size), DataLoader(data, batch_size=batch_size)
+
+
+def _by_hand(model: ToyViewGenerator, loader: DataLoader, tiny_kwargs: dict, feature: torch.nn.Module,
+             num_batches: int) -> dict[str, float]:
+    """The callback's numbers, recomputed with plain MEt3R / FID on the same samples."""
+    from met3r_metrics import MEt3R
+
+    model.eval()
+    metric = MEt3R(**tiny_kwargs)
+    fid = FrechetInceptionDistance(feature=feature, normalize=True)
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i == num_batches:
+                break
+            views = model.sample_views(batch)
+            metric.update(views)
+            fid.update(((views.flatten(0, 1) + 1) / 2).clamp(0, 1), real=False)
+            fid.update(((batch["images"] + 1) / 2).clamp(0, 1), real=True)
+    details = metric.compute_details()
+    return {
+        "met3r": float(details["met3r"]),
+        "met3r_zero_overlap": float(details["zero_overlap"]),
+        "met3r_mean_overlap": float(details["mean_overlap"]),
+        "fid": float(fid.compute()),
+    }
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of all tensors inside a (nested) checkpoint dict."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_fit_logs_met3r_and_fid_equal_to_by_hand(tmp_path: Path, tiny_kwargs: dict) -> None:
+    torch.manual_seed(0)
+    model = ToyViewGenerator(num_views=3)
+    feature = TinyFeatureExtractor(num_features=16, seed=0)
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid_feature=copy.deepcopy(feature), num_plot_pairs=2)
+    train, val = _loaders()
+    trainer = _trainer(tmp_path, [callback])
+    trainer.fit(model, train, val)
+
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for key in ("val/met3r", "val/fid", "val/met3r_zero_overlap", "val/met3r_mean_overlap"):
+        assert key in logged, key
+    hand = _by_hand(model, val, tiny_kwargs, feature, num_batches=2)
+    print("callback vs by hand:", json.dumps({k: (logged[f"val/{k}"], v) for k, v in hand.items()}))
+    for name, value in hand.items():
+        assert math.isclose(logged[f"val/{name}"], value, rel_tol=TOL, abs_tol=TOL), name
+    assert math.isfinite(logged["val/met3r"]) and logged["val/fid"] >= 0
+
+    # Logged once per evaluated epoch, to the CSV logger (rank 0).
+    rows = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("val/met3r")
+    assert sum(1 for r in rows[1:] if r.split(",")[col] != "") == 2  # epochs 0 and 1
+
+    # CSVLogger takes no images -> the figure goes to <log_dir>/met3r/epoch_XXX.png.
+    assert callback.last_figure_path == Path(trainer.log_dir) / "met3r" / "epoch_001.png"
+    assert callback.last_figure_path.stat().st_size > 1000
+    assert (Path(trainer.log_dir) / "met3r" / "epoch_000.png").exists()
+
+    # Checkpoint: the callback adds no tensors (metric networks/states are not saved).
+    ckpt_with = tmp_path / "with.ckpt"
+    trainer.save_checkpoint(ckpt_with)
+    plain = _trainer(tmp_path / "plain", [], max_epochs=1, limit_val_batches=0)
+    plain.fit(ToyViewGenerator(num_views=3), train)
+    ckpt_without = tmp_path / "without.ckpt"
+    plain.save_checkpoint(ckpt_without)
+    with_, without = (torch.load(p, weights_only=False) for p in (ckpt_with, ckpt_without))
+    assert set(with_["state_dict"]) == set(model.state_dict())
+    assert _tensor_bytes(with_) == _tensor_bytes(without)
+    cb_states = [v for k, v in with_["callbacks"].items() if k.startswith("MEt3RCallback")]
+    assert cb_states == [{"last_evaluated_epoch": 1}]
+    print("checkpoint bytes with/without callback:", ckpt_with.stat().st_size, ckpt_without.stat().st_size)
+    assert ckpt_with.stat().st_size - ckpt_without.stat().st_size < 4096
+
+
+def test_every_n_epochs_limits_and_sample_fn(tmp_path: Path, tiny_kwargs: dict) -> None:
+    """sample_fn wins over sample_views; every_n_epochs gates; max_samples caps the sequences."""
+    calls: list[int] = []
+
+    def sample_fn(module: ToyViewGenerator, batch: dict, batch_idx: int) -> torch.Tensor:
+        calls.append(batch_idx)
+        return module.sample_views(batch)[:, :2]  # 2 views -> 1 consecutive pair per sample
+
+    callback = MEt3RCallback(sample_fn, metric_kwargs=tiny_kwargs, fid=False, every_n_epochs=2,
+                             max_samples=3, num_plot_pairs=0)
+    train, val = _loaders()
+    trainer = _trainer(tmp_path, [callback], max_epochs=2, limit_val_batches=4)
+    trainer.fit(ToyViewGenerator(), train, val)
+    assert calls == [0, 1]  # only epoch 1 (second); stops once 3 samples are in (2 + 1)
+    details = callback.met3r_metric.compute_details()
+    assert int(details["num_sequences"]) == 3 and int(details["num_pairs"]) == 3
+    assert "val/met3r" in trainer.callback_metrics and "val/fid" not in trainer.callback_metrics
+    assert callback.last_figure_path is None
+
+
+def test_missing_sampler_fails_at_setup(tmp_path: Path, tiny_kwargs: dict) -> None:
+    class NoSampler(ToyViewGenerator):
+        sample_views = None  # hide the hook
+        steps = 0
+
+        def training_step(self, batch, batch_idx):
+            NoSampler.steps += 1
+            return super().training_step(batch, batch_idx)
+
+    train, val = _loaders()
+    trainer = _trainer(tmp_path, [MEt3RCallback(metric_kwargs=tiny_kwargs, fid=False)])
+    with pytest.raises(TypeError, match=r"sample_fn=.*sample_views"):
+        trainer.fit(NoSampler(), train, val)
+    assert NoSampler.steps == 0  # raised before the first training step
+
+
+class _ImageLogger(Logger):
+    """A W&B-like logger: has log_image; records what it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, int, tuple]] = []
+        self.metrics: list[dict] = []
+
+    @property
+    def name(self) -> str:
+        return "images"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_image(self, key: str, images: list, step: int | None = None, **kwargs) -> None:
+        self.images.append((key, step, tuple(images[0].shape)))
+
+
+def test_figure_goes_to_image_logger(tmp_path: Path, tiny_kwargs: dict) -> None:
+    logger = _ImageLogger()
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid=False, num_plot_pairs=3, max_samples=2)
+    train, val = _loaders()
+    trainer = _trainer(tmp_path, [callback], logger=logger, max_epochs=1, limit_train_batches=1)
+    trainer.fit(ToyViewGenerator(), train, val)
+    assert len(logger.images) == 1
+    key, step, shape = logger.images[0]
+    assert key == "val/met3r_pairs" and step == trainer.global_step
+    assert len(shape) == 3 and shape[2] == 3 and shape[0] > 100
+    assert callback.last_figure_path is None  # no file when a logger took the picture
+    assert any("val/met3r" in m for m in logger.metrics)
+
+
+# ----------------------------------------------------------------------------- numerics
+def test_metric_runs_fp32_without_autocast(tiny_kwargs: dict) -> None:
+    """Views sampled under bf16 autocast are scored exactly as fp32 views outside autocast."""
+    from met3r_metrics import MEt3R
+
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid=False)
+    callback._build_metrics()
+    views = ToyViewGenerator().sample_views({"images": ToyImageDataset(n=2).images}).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        callback._update_metrics(views, None, torch.device("cpu"))
+    reference = MEt3R(**tiny_kwargs)
+    reference.update(views.float())
+    assert callback.met3r_metric.compute().item() == pytest.approx(reference.compute().item(), abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- DDP
+class _RankDump(MEt3RCallback):
+    """Writes every rank's computed results to <dump_dir>/rank<r>.json (spawned processes)."""
+
+    def __init__(self, dump_dir: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dump_dir = dump_dir
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        Path(self.dump_dir, f"rank{trainer.global_rank}.json").write_text(json.dumps(self.last_results))
+
+
+def _ddp_run(tmp_path: Path, tiny_kwargs: dict, devices: int) -> tuple[dict, dict]:
+    torch.manual_seed(0)
+    model = ToyViewGenerator(num_views=3, lr=0.0)  # lr 0: same weights however batches are split
+    dump = tmp_path / f"dump{devices}"
+    dump.mkdir()
+    callback = _RankDump(str(dump), metric_kwargs=tiny_kwargs, fid_feature=TinyFeatureExtractor(seed=0),
+                         max_samples=6, num_plot_pairs=1)
+    train, val = _loaders(n=8, batch_size=2)
+    kwargs = dict(max_epochs=1, limit_train_batches=1, limit_val_batches=None, devices=devices,
+                  logger=CSVLogger(tmp_path, name=f"logs{devices}"))
+    if devices > 1:
+        kwargs["strategy"] = "ddp_spawn"
+    trainer = _trainer(tmp_path, [callback], **kwargs)
+    trainer.fit(model, train, val)
+    ranks = {p.stem: json.loads(p.read_text()) for p in sorted(dump.glob("rank*.json"))}
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/met3r") or k == "val/fid"}, ranks
+
+
+def test_ddp_two_processes_equal_one(tmp_path: Path, tiny_kwargs: dict) -> None:
+    single, single_ranks = _ddp_run(tmp_path, tiny_kwargs, devices=1)
+    ddp, ddp_ranks = _ddp_run(tmp_path, tiny_kwargs, devices=2)
+    print("single vs ddp:", json.dumps({k: (single[k], ddp.get(k)) for k in single}))
+    assert set(ddp_ranks) == {"rank0", "rank1"}
+    # Every rank holds the same, already global value (so logging without sync_dist is right).
+    assert ddp_ranks["rank0"] == ddp_ranks["rank1"]
+    for key in ("val/met3r", "val/fid", "val/met3r_zero_overlap", "val/met3r_mean_overlap"):
+        assert math.isclose(ddp[key], single[key], rel_tol=TOL, abs_tol=TOL), key
+    # max_samples is global: 6 sequences in total (3 per rank) in both runs.
+    assert single_ranks["rank0"].keys() == ddp_ranks["rank0"].keys()
+
+
+# ----------------------------------------------------------------------------- helpers
+def test_helpers_and_argument_checks() -> None:
+    t = torch.zeros(2, 3, 4, 4)
+    assert _first_tensor({"label": [1], "x": (t, 0)}) is t
+    assert _first_tensor(("a", t)) is t and _first_tensor({"a": 1}) is None
+    assert [_rank_quota(7, 3, r) for r in range(3)] == [3, 2, 2]
+    assert _to_unit_range(torch.tensor([-1.0, 0.0, 1.0]), normalize=False).tolist() == [0.0, 0.5, 1.0]
+    assert _to_unit_range(torch.tensor([0, 255], dtype=torch.uint8), normalize=False).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="normalize"):
+        MEt3RCallback(metric_kwargs={"normalize": True})
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        MEt3RCallback(every_n_epochs=0)
+    with pytest.raises(TypeError, match="sample_fn"):
+        MEt3RCallback(sample_fn=3)  # type: ignore[arg-type]
+
+    cb = MEt3RCallback(real_key="rgb")
+    assert cb._real_images({"cond": torch.zeros(2, 1, 4, 4), "rgb": t}) is t
+    assert cb._real_images((t, torch.zeros(2))) is t
+    with pytest.raises(ValueError, match="real_fn"):
+        cb._real_images({"x": torch.zeros(2, 1, 4, 4)})
