@@ -213,7 +213,9 @@ def _cached_hub_file(repo_id: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def _not_found(what: str, source: str, searched: Iterable[Path | str], reason: str, command: str) -> WeightsNotFoundError:
+def _not_found(
+    what: str, source: str, searched: Iterable[Path | str], reason: str, command: str,
+) -> WeightsNotFoundError:
     places = ", ".join(str(p) for p in searched)
     return WeightsNotFoundError(
         f"{what} is not available locally ({reason}). It comes from {source}. Looked in: {places}. "
@@ -374,11 +376,17 @@ def map_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
             continue
         if other not in out:
             out[other] = out[key]
-        elif out[other] is not out[key] and not (
-            out[other].shape == out[key].shape and out[other].device.type != "meta" and torch.equal(out[other], out[key])
-        ):
+        elif out[other] is not out[key] and not _same_values(out[other], out[key]):
             raise ValueError(f"alias keys {key!r} and {other!r} hold different tensors")
     return out
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.is_meta or b.is_meta:  # no values to compare (shape-only checks)
+        return True
+    return torch.equal(a, b)
 
 
 def load_stereo_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, assign: bool = False) -> None:
@@ -417,9 +425,10 @@ def _resolve(
                                f"hf download {source} config.json model.safetensors")
             path = files["model.safetensors"]
         else:
+            stereo = ", ".join(k for k, v in CHECKPOINTS.items() if v.kind == "stereo")
             raise WeightsNotFoundError(
-                f"{source!r} is neither a registry name ({', '.join(k for k, v in CHECKPOINTS.items() if v.kind == 'stereo')}), "
-                "an existing file or directory, nor a Hugging Face repo id"
+                f"{source!r} is neither a registry name ({stereo}), an existing file or directory, "
+                "nor a Hugging Face repo id"
             )
         label = source
     else:

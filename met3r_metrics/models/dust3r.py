@@ -281,7 +281,9 @@ class AsymmetricCroCo3DStereo(nn.Module):
         self.dec_blocks2 = nn.ModuleList(
             DecoderBlock(dec_embed_dim, dec_num_heads, mlp_ratio, attn_impl, norm_im2_in_dec) for _ in range(dec_depth)
         )
-        self._dpt_widths = {"feature_dim": dpt_feature_dim, "last_dim": dpt_last_dim, "layer_dims": tuple(dpt_layer_dims)}
+        self._dpt_widths = {
+            "feature_dim": dpt_feature_dim, "last_dim": dpt_last_dim, "layer_dims": tuple(dpt_layer_dims),
+        }
         self.downstream_head1 = self._make_head(enc_embed_dim, dec_embed_dim, dec_depth)
         self.downstream_head2 = self._make_head(enc_embed_dim, dec_embed_dim, dec_depth)
 
