@@ -1,0 +1,392 @@
+"""The scorer: owns MEt3R's frozen networks and scores batches of image pairs / sequences.
+
+Data flow for one directed pair (i, j), exactly as the official code (HEAD 3259e41):
+
+1. features of every frame (DINO ViT-S/16 + FeatUp JBU, at input resolution) - or the RGB image
+   itself for the RGB distances;
+2. DUSt3R/MASt3R on (I_i, I_j): point maps of both views in view i's frame + confidences
+   (detached: gradients reach the images through the features only);
+3. focal from the confidence-weighted canonical point map (nan-median of the votes), converted to
+   MEt3R's NDC focal ``(1 + f/w, 1 + f/h)``;
+4. both clouds, each with its frame's features, splatted into view i's camera (radius 0.01 NDC,
+   10 points per pixel, render size ``img_size``);
+5. overlap mask = both renders hit; per-pixel distance; masked mean.
+
+Each frame is encoded (ViT encoder) and featurized once however many pairs it takes part in.
+Networks are cached per process (:func:`get_scorer`), so metrics and functional calls share them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .distances import pair_scores as _pair_scores
+from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc
+from .settings import NETWORK_KEYS, make_pairs, resolve_settings, settings_key
+
+__all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size"]
+
+_BACKGROUND = -10000.0
+
+
+def render_size(img_size: int | Sequence[int] | None, height: int, width: int) -> tuple[int, int]:
+    """Render (h, w): int -> square, (h, w) -> as given, None -> the input size (H, W)."""
+    if img_size is None:
+        return height, width
+    if isinstance(img_size, int):
+        return img_size, img_size
+    return int(img_size[0]), int(img_size[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# network loading (process-level caches; the networks are frozen and shared)
+# --------------------------------------------------------------------------------------------------
+
+_LOCK = threading.RLock()
+_NETWORKS: dict[tuple[str, ...], nn.Module] = {}
+_SCORERS: dict[tuple[str, str], "MEt3RScorer"] = {}
+
+
+def _freeze(module: nn.Module) -> nn.Module:
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
+        sd = sd["state_dict"]
+    return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+
+
+def _vit_depth(keys: Sequence[str]) -> int:
+    """Number of ViT blocks in a (FeatUp or DINO) state dict: 1 + the largest ``blocks.<n>`` index."""
+    depth = -1
+    for k in keys:
+        parts = k.split(".")
+        for a, b in zip(parts, parts[1:]):
+            if a == "blocks" and b.isdigit():
+                depth = max(depth, int(b))
+    return depth + 1
+
+
+def _load_stereo(backbone: str, weights: str | None, device: torch.device) -> nn.Module:
+    from .weights import load_stereo_model  # lazy: no import-time cost, no downloads
+
+    # backbone_weights (a local dir / file / repo id) wins over the registry name of `backbone`
+    return _freeze(load_stereo_model(weights or backbone, device=device, dtype=torch.float32))
+
+
+def _load_features(upsampler: str, weights: str | None, device: torch.device) -> nn.Module:
+    from .models.featup import UpsampledDino, build_upsampler, load_featup_dino
+
+    source: Any = weights
+    depth = 12
+    if weights is not None:
+        path = Path(os.fspath(weights)).expanduser()
+        if path.is_file():  # a local checkpoint may hold a cut-down ViT (the tiny test networks)
+            source = _read_state_dict(path)
+            depth = _vit_depth(list(source)) or 12
+    model = load_featup_dino(source, use_norm=True, depth=depth, device=device, dtype=torch.float32)
+    if upsampler != "featup":
+        # the official non-FeatUp upsamplers keep FeatUp's DINO (+ ChannelNorm) and interpolate
+        model = UpsampledDino(model.featurizer, build_upsampler(upsampler)).to(device)
+    return _freeze(model)
+
+
+def _cached_network(key: tuple[str, ...], build: Any) -> nn.Module:
+    with _LOCK:
+        net = _NETWORKS.get(key)
+        if net is None:
+            net = build()
+            _NETWORKS[key] = net
+        return net
+
+
+# --------------------------------------------------------------------------------------------------
+# the scorer
+# --------------------------------------------------------------------------------------------------
+
+
+class MEt3RScorer(nn.Module):
+    """Frozen networks + the MEt3R scoring pipeline for one resolved settings dict.
+
+    Build with :meth:`from_settings` (or :func:`get_scorer` for the process-level cache). The
+    networks are frozen (``requires_grad=False``, eval mode); gradients still flow from the score
+    to the input images through the feature path.
+
+    Args:
+        settings: resolved settings (:func:`met3r_metrics.resolve_settings`).
+        stereo: DUSt3R/MASt3R with ``encode`` / ``decode_heads``.
+        features: ``forward(images01 (N, 3, H, W)) -> (N, C, H, W)`` (DINO + upsampler), or None
+            for the RGB distances.
+    """
+
+    def __init__(self, settings: Mapping[str, Any], stereo: nn.Module, features: nn.Module | None) -> None:
+        super().__init__()
+        self.settings = resolve_settings(settings)
+        self.stereo = stereo
+        self.features = features
+        if self.settings["distance"] == "cosine" and features is None:
+            raise ValueError("features: expected a feature network for distance='cosine', got None")
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], device: torch.device | str | None = None) -> "MEt3RScorer":
+        """Build (or reuse, per process) the networks of ``settings`` on ``device`` (default CPU)."""
+        s = resolve_settings(settings)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        stereo = _cached_network(
+            ("stereo", s["backbone"], str(s["backbone_weights"]), str(dev)),
+            lambda: _load_stereo(s["backbone"], s["backbone_weights"], dev),
+        )
+        features = None
+        if s["distance"] == "cosine":
+            features = _cached_network(
+                ("features", s["feature_backbone"], s["upsampler"], str(s["feature_weights"]), str(dev)),
+                lambda: _load_features(s["upsampler"], s["feature_weights"], dev),
+            )
+        return cls(s, stereo, features)
+
+    def train(self, mode: bool = True) -> "MEt3RScorer":
+        # Frozen for good: FeatUp's Dropout2d must never become active (the official freeze=False bug).
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.stereo.parameters()).device
+
+    # -- building blocks ---------------------------------------------------------------------------
+    def frame_features(self, images: Tensor) -> Tensor:
+        """Per-pixel features of frames: (N, 3, H, W) in [-1, 1] -> (N, C, H, W).
+
+        cosine: DINO + upsampler on ``(images + 1) / 2`` (ImageNet normalisation inside), resized
+        bilinearly to (H, W) as the official code does; RGB distances: ``(images + 1) / 2``.
+        """
+        images01 = (images + 1) / 2
+        if self.settings["distance"] != "cosine":
+            return images01
+        feats = self.features(images01)
+        if feats.shape[-2:] != images.shape[-2:]:
+            feats = F.interpolate(feats, size=images.shape[-2:], mode="bilinear")
+        return feats
+
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Stereo encoder on frames (N, 3, H, W) in [-1, 1] -> (tokens, pos, (H, W))."""
+        return self.stereo.encode(images)
+
+    @torch.no_grad()
+    def decode(
+        self, tok1: Tensor, pos1: Tensor, tok2: Tensor, pos2: Tensor, shape: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Decoder + heads on encoded pairs -> point maps (n, 2, H, W, 3) in view 1's frame, conf (n, 2, H, W)."""
+        res1, res2 = self.stereo.decode_heads(tok1, pos1, shape, tok2, pos2, shape)
+        pts = torch.stack((res1["pts3d"], res2["pts3d_in_other_view"]), dim=1).float()
+        conf = torch.stack((res1["conf"], res2["conf"]), dim=1).float()
+        return pts, conf
+
+    @torch.no_grad()
+    def pair_geometry(self, images1: Tensor, images2: Tensor) -> tuple[Tensor, Tensor]:
+        """Point maps and confidences of pairs (n, 3, H, W) x 2 in [-1, 1]; see :meth:`decode`."""
+        t, p, shape = self.encode(torch.cat((images1, images2)))
+        n = images1.shape[0]
+        return self.decode(t[:n], p[:n], t[n:], p[n:], shape)
+
+    def render_pairs(
+        self, pts3d: Tensor, conf: Tensor, features: Tensor, *, return_renders: bool = False
+    ) -> dict[str, Tensor]:
+        """Score directed pairs from their geometry and per-frame features.
+
+        Args:
+            pts3d: (n, 2, H, W, 3) point maps of view 1 and view 2, both in view 1's frame.
+            conf: (n, 2, H, W) confidences.
+            features: (n, 2, C, H, W) features of view 1 and view 2 (pixel-aligned with pts3d).
+            return_renders: also return the renders (n, 2, C, h, w) (non-covered pixels 0).
+
+        Returns:
+            dict with ``score`` (n,) (official formula; 0 on an empty mask), ``overlap`` (n,)
+            fraction of render pixels in the mask, ``overlap_mask`` (n, h, w) bool,
+            ``coverage`` (n, 2, h, w) bool, ``score_map`` (n, h, w), ``focal_px`` (n, 2),
+            ``focal_ndc`` (n, 2) [, ``renders``].
+        """
+        s = self.settings
+        n, _, h, w, _ = pts3d.shape
+        rh, rw = render_size(s["img_size"], h, w)
+        pts3d, conf = pts3d.detach().float(), conf.detach().float()
+        focal_px = estimate_focal(canonical_pointmap(pts3d, conf))
+        focal_ndc = focal_to_ndc(focal_px, h, w, s["focal_convention"])
+        c = features.shape[2]
+        from .render import splat  # lazy import keeps `import met3r_metrics` light
+
+        feats = features.float().permute(0, 1, 3, 4, 2).reshape(2 * n, h * w, c)
+        renders, coverage = splat(
+            pts3d.reshape(2 * n, h * w, 3),
+            feats,
+            focal_ndc.repeat_interleave(2, dim=0),
+            (rh, rw),
+            radius=s["radius"],
+            points_per_pixel=s["points_per_pixel"],
+            background=_BACKGROUND,
+        )
+        coverage = coverage.view(n, 2, rh, rw)
+        # background pixels become 0 in their own view only (official `rendering[non_overlap] = 0`)
+        renders = torch.where(coverage.view(2 * n, 1, rh, rw), renders, 0.0).view(n, 2, c, rh, rw)
+        mask = coverage[:, 0] & coverage[:, 1]
+        score, score_map = _pair_scores(
+            renders[:, 0], renders[:, 1], mask, s["distance"], cosine_eps=s["cosine_eps"], mask_eps=s["mask_eps"]
+        )
+        out = {
+            "score": score,
+            "overlap": mask.float().mean((-2, -1)),
+            "overlap_mask": mask,
+            "coverage": coverage,
+            "score_map": score_map,
+            "focal_px": focal_px,
+            "focal_ndc": focal_ndc,
+        }
+        if return_renders:
+            out["renders"] = renders
+        return out
+
+    # -- sequences ---------------------------------------------------------------------------------
+    def score_sequences(
+        self,
+        images: Tensor,
+        pairs: Sequence[tuple[int, int]] | Tensor | None = None,
+        *,
+        return_maps: bool = False,
+        return_renders: bool = False,
+    ) -> dict[str, Tensor]:
+        """Score the pairs of every sequence.
+
+        Args:
+            images: (B, V, 3, H, W) float in [-1, 1] (already validated, see
+                :func:`met3r_metrics.inputs.validate_images`), on the scorer's device.
+            pairs: (P, 2) index pairs (i, j); default from ``settings["pairing"]``.
+            return_maps: also return score maps and overlap masks (B, P, h, w).
+            return_renders: also return the renders (B, P, 2, C, h, w) of the forward direction.
+
+        Returns:
+            dict with ``pair_scores`` (B, P) (NaN where a pair has no overlap and
+            ``nan_on_no_overlap``), ``overlap`` (B, P), ``no_overlap`` (B, P) bool, ``pairs``
+            (P, 2) long, and when ``symmetric``: ``forward_scores`` / ``reverse_scores`` (B, P).
+            With ``return_maps``: ``score_maps``, ``overlap_masks`` (forward direction, rendered
+            in view i) and, when symmetric, ``score_maps_reverse``, ``overlap_masks_reverse``.
+        """
+        s = self.settings
+        b, v, _, h, w = images.shape
+        if pairs is None:
+            pairs = make_pairs(v, s["pairing"])
+        pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
+        for i, j in pair_list:
+            if not (0 <= i < v and 0 <= j < v) or i == j:
+                raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
+        num_p = len(pair_list)
+        dirs = [0, 1] if s["symmetric"] else [0]
+        # directed work items (sequence, pair index, direction, view a rendered into, view b)
+        items = [
+            (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
+            for bi in range(b) for pi in range(num_p) for d in dirs
+        ]
+        uses = Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
+        cache: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]] = {}
+        results: dict[tuple[int, int, int], dict[str, Tensor]] = {}
+        shape = (h, w)
+
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            for start in range(0, len(items), s["batch_size"]):
+                chunk = items[start : start + s["batch_size"]]
+                need = sorted({(bi, fv) for bi, _, _, fa, fb in chunk for fv in (fa, fb)} - set(cache))
+                if need:
+                    frames = torch.stack([images[bi, fv] for bi, fv in need])
+                    feats = self.frame_features(frames)
+                    tok, pos, shape = self.encode(frames)
+                    for k, key in enumerate(need):
+                        cache[key] = (feats[k], tok[k], pos[k])
+                ka = [(bi, fa) for bi, _, _, fa, _ in chunk]
+                kb = [(bi, fb) for bi, _, _, _, fb in chunk]
+                pts, conf = self.decode(
+                    torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][2] for k in ka]),
+                    torch.stack([cache[k][1] for k in kb]), torch.stack([cache[k][2] for k in kb]), shape,
+                )
+                feats2 = torch.stack(
+                    [torch.stack((cache[a][0], cache[bk][0])) for a, bk in zip(ka, kb)]
+                )
+                out = self.render_pairs(pts, conf, feats2, return_renders=return_renders)
+                for k, (bi, pi, d, fa, fb) in enumerate(chunk):
+                    results[(bi, pi, d)] = {name: t[k] for name, t in out.items()}
+                    for key in ((bi, fa), (bi, fb)):
+                        uses[key] -= 1
+                        if uses[key] == 0:
+                            cache.pop(key, None)  # free frames no later pair needs
+
+        def gather(name: str, d: int) -> Tensor:
+            return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
+
+        fwd = gather("score", 0)
+        overlap_f = gather("overlap", 0)
+        empty = overlap_f == 0
+        out_d: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
+        if s["symmetric"]:
+            rev = gather("score", 1)
+            overlap_r = gather("overlap", 1)
+            empty = empty | (overlap_r == 0)
+            scores = 0.5 * (fwd + rev)
+            overlap = 0.5 * (overlap_f + overlap_r)
+            out_d["forward_scores"], out_d["reverse_scores"] = fwd, rev
+        else:
+            scores, overlap = fwd, overlap_f
+        if s["nan_on_no_overlap"]:
+            scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
+        out_d.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
+        if return_maps:
+            out_d["score_maps"] = gather("score_map", 0)
+            out_d["overlap_masks"] = gather("overlap_mask", 0)
+            if s["symmetric"]:
+                out_d["score_maps_reverse"] = gather("score_map", 1)
+                out_d["overlap_masks_reverse"] = gather("overlap_mask", 1)
+        if return_renders:
+            out_d["renders"] = gather("renders", 0)
+        return out_d
+
+    def forward(self, images: Tensor, pairs: Sequence[tuple[int, int]] | Tensor | None = None) -> Tensor:
+        """(B, V, 3, H, W) in [-1, 1] -> pair scores (B, P)."""
+        return self.score_sequences(images, pairs)["pair_scores"]
+
+    def extra_repr(self) -> str:
+        return json.dumps({k: self.settings[k] for k in NETWORK_KEYS + ("img_size", "symmetric")})
+
+
+def get_scorer(settings: Mapping[str, Any], device: torch.device | str | None = None) -> MEt3RScorer:
+    """Process-level cache of scorers keyed by (settings, device); networks are shared between scorers."""
+    s = resolve_settings(settings)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    key = (settings_key(s), str(dev))
+    with _LOCK:
+        scorer = _SCORERS.get(key)
+        if scorer is None:
+            scorer = MEt3RScorer.from_settings(s, dev)
+            _SCORERS[key] = scorer
+        return scorer
+
+
+def clear_scorer_cache() -> None:
+    """Drop every cached scorer and network (frees their memory once no metric refers to them)."""
+    with _LOCK:
+        _SCORERS.clear()
+        _NETWORKS.clear()

@@ -1,0 +1,89 @@
+"""Test helpers: tiny random-weight MEt3R networks from the golden data, through the public loading path.
+
+:func:`tiny_met3r_kwargs` writes ordinary local checkpoints (what a user with downloaded weights
+has) into a work directory and returns the ``MEt3R(...)`` / ``met3r(...)`` keyword arguments that
+point at them. The networks are the ones the golden MEt3R cases were produced with:
+
+* MASt3R ``mast3r_catmlpdpt_tiny`` (or DUSt3R ``dust3r_dpt_tiny``) with the 40 fitted DPT-head
+  tensors of ``golden/met3r/<cfg>.met3r_heads.safetensors`` (plausible geometry, overlap ~0.7);
+* FeatUp ``dino16`` with a 2-block ViT + the JBU stack (``golden/featup/dino16_d2_weights``).
+
+With ``img_size=64`` and ``radius=0.04`` (the golden cases' settings), inputs (B, V, 3, 64, 64)
+give plausible scores in a fraction of a second on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["tiny_met3r_kwargs", "write_tiny_stereo_checkpoint", "write_tiny_featup_checkpoint"]
+
+_STEREO_CFGS = {"mast3r": "mast3r_catmlpdpt_tiny", "dust3r": "dust3r_dpt_tiny"}
+
+
+def write_tiny_stereo_checkpoint(golden_root: Path, workdir: Path, backbone: str = "mast3r") -> Path:
+    """Write ``<workdir>/<cfg>/{config.json, model.safetensors}`` (Hugging Face layout, official key
+    names) for the tiny MASt3R/DUSt3R with MEt3R's fitted heads; returns the directory."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    golden_root, workdir = Path(golden_root), Path(workdir)
+    cfg = _STEREO_CFGS[backbone]
+    out = workdir / cfg
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file():
+        return out
+    meta = json.loads((golden_root / "dust3r" / f"{cfg}.json").read_text())
+    config: dict[str, Any] = dict(meta["constructor_kwargs"])
+    if meta.get("dpt_head_overrides"):
+        config["dpt_head_overrides"] = dict(meta["dpt_head_overrides"])
+    config["model_class"] = meta.get("model_class", "AsymmetricMASt3R" if backbone == "mast3r" else "AsymmetricCroCo3DStereo")
+    sd = load_file(str(golden_root / "dust3r" / f"{cfg}.weights.safetensors"))
+    sd.update(load_file(str(golden_root / "met3r" / f"{cfg}.met3r_heads.safetensors")))
+    sd = {k: v.to(torch.float32).contiguous() for k, v in sd.items()}
+    tmp = workdir / f".{cfg}.tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    # json cannot hold inf: official HF configs write it as the JSON extension 'Infinity', as here
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
+    save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    if out.exists():
+        shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def write_tiny_featup_checkpoint(golden_root: Path, workdir: Path) -> Path:
+    """Copy the FeatUp dino16 (ViT depth 2) + JBU checkpoint (official key names) into ``workdir``."""
+    src = Path(golden_root) / "featup" / "dino16_d2_weights.safetensors"
+    dst = Path(workdir) / "featup_dino16_d2.safetensors"
+    if not dst.is_file():
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    return dst
+
+
+def tiny_met3r_kwargs(golden_root: Path, workdir: Path, *, backbone: str = "mast3r") -> dict[str, Any]:
+    """Keyword arguments for ``MEt3R(...)`` / ``met3r(...)`` that build the tiny test networks.
+
+    Args:
+        golden_root: the ``shared/golden`` directory.
+        workdir: a writable directory (e.g. pytest's ``tmp_path_factory``); checkpoints are written
+            once and reused.
+        backbone: ``"mast3r"`` (default, as the official variant) or ``"dust3r"``.
+
+    Returns:
+        ``{"backbone", "backbone_weights", "feature_weights", "img_size": 64, "radius": 0.04}``.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stereo = write_tiny_stereo_checkpoint(golden_root, workdir, backbone)
+    featup = write_tiny_featup_checkpoint(golden_root, workdir)
+    return {
+        "backbone": backbone,
+        "backbone_weights": str(stereo),
+        "feature_weights": str(featup),
+        "img_size": 64,
+        "radius": 0.04,
+    }
