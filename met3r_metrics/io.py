@@ -12,6 +12,7 @@ Pillow is needed for images/GIFs and PyAV for mp4/webm/...; both are imported la
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -329,28 +330,43 @@ def resize_views(views: torch.Tensor, size: int | Sequence[int], filter: str = "
     return out.clamp_(0.0, 1.0)
 
 
+def _round_to(v: int, m: int) -> int:
+    return max(m, int(math.floor(v / m + 0.5)) * m)
+
+
 def check_or_resize(
     views: torch.Tensor,
     *,
     resize: int | Sequence[int] | None,
     filter: str = "bicubic",
     multiple: int = 16,
+    height_multiple: int | None = None,
+    min_side: int = 32,
 ) -> torch.Tensor:
     """Apply the explicit ``resize``, or check that the frames already have a valid size.
 
-    Valid = height and width are multiples of ``multiple`` (the ViT patch size).  Without an
-    explicit ``resize``, invalid frames raise :class:`FrameSizeError` naming the setting to use.
+    Valid = width a multiple of ``multiple`` (the ViT patch size), height a multiple of
+    ``height_multiple`` (default ``multiple``; FeatUp's dino16 needs an even number of patch rows,
+    i.e. 32), both at least ``min_side``.  Without an explicit ``resize``, invalid frames raise
+    :class:`FrameSizeError` naming the setting to use.
     """
+    mh = height_multiple or multiple
+
+    def invalid(h: int, w: int) -> bool:
+        return bool(h % mh or w % multiple or min(h, w) < min_side)
+
     if resize is not None:
         h, w = _parse_size(resize)
-        if h % multiple or w % multiple:
-            raise FrameSizeError(f"resize {h}x{w} is not a multiple of {multiple}")
+        if invalid(h, w):
+            raise FrameSizeError(
+                f"resize {h}x{w} is invalid: height must be a multiple of {mh}, width of {multiple}, both >= {min_side}"
+            )
         return resize_views(views, (h, w), filter)
     h, w = views.shape[-2:]
-    if h % multiple or w % multiple:
-        sh, sw = max(multiple, round(h / multiple) * multiple), max(multiple, round(w / multiple) * multiple)
+    if invalid(h, w):
+        sh, sw = max(_round_to(h, mh), min_side), max(_round_to(w, multiple), min_side)
         raise FrameSizeError(
-            f"frames are {h}x{w}; height and width must be multiples of {multiple}. "
+            f"frames are {h}x{w}; height must be a multiple of {mh}, width of {multiple}, both >= {min_side}. "
             f"Resize explicitly (antialiased, recorded with the results), e.g. data.resize=[{sh},{sw}]"
         )
     return views

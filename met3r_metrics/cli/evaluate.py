@@ -113,12 +113,20 @@ def _clear_results(out_dir: Path) -> None:
         path.unlink()
 
 
-def _prepare_views(source: mio.SequenceSource, data: dict[str, Any], multiple: int) -> torch.Tensor:
+def _size_rules(settings: dict[str, Any]) -> dict[str, int]:
+    """Frame sizes the metric takes: patch multiples, and an even number of patch rows for FeatUp."""
+    from met3r_metrics.inputs import MIN_SIDE, PATCH
+
+    featup = settings.get("distance") == "cosine" and settings.get("upsampler") == "featup"
+    return {"multiple": PATCH, "height_multiple": 2 * PATCH if featup else PATCH, "min_side": MIN_SIDE}
+
+
+def _prepare_views(source: mio.SequenceSource, data: dict[str, Any], rules: dict[str, int]) -> torch.Tensor:
     """Load a sequence and bring it to float [0, 1] at a valid, explicitly chosen size."""
     views = source.load()
     views = mio.select_frames(views, stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"])
     views = mio.to_unit_range(views, str(data["value_range"]))
-    return mio.check_or_resize(views, resize=data["resize"], filter=str(data["resize_filter"]), multiple=multiple)
+    return mio.check_or_resize(views, resize=data["resize"], filter=str(data["resize_filter"]), **rules)
 
 
 def _evaluate_sequence(
@@ -126,12 +134,12 @@ def _evaluate_sequence(
     data: dict[str, Any],
     metric: dict[str, Any],
     scorer: PairBatchScorer,
-    multiple: int,
+    rules: dict[str, int],
     pair_bar: Any,
 ) -> dict[str, Any]:
     """One sequence -> its record (status ok), or raise (the caller records the error)."""
     t0 = time.perf_counter()
-    views = _prepare_views(source, data, multiple)
+    views = _prepare_views(source, data, rules)
     gap = int(metric["pair_gap"])
     pairs = list(mio.iter_pairs(views.shape[0], str(metric["pairing"]), gap))
     if not pairs:
@@ -185,7 +193,7 @@ def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int) -
 
 def _write_worst_pairs(
     out_dir: Path, merged: list[dict[str, Any]], sources: dict[str, mio.SequenceSource],
-    data: dict[str, Any], scorer: PairBatchScorer, k: int, multiple: int,
+    data: dict[str, Any], scorer: PairBatchScorer, k: int, rules: dict[str, int],
 ) -> None:
     """Recompute the k worst pairs with score maps and draw them (rank 0, after the merge)."""
     from met3r_metrics.plotting import plot_pair_maps
@@ -201,7 +209,7 @@ def _write_worst_pairs(
         return
     v1, v2, maps, masks, scores, titles = [], [], [], [], [], []
     for score, name, (i, j) in ranked:
-        views = _prepare_views(sources[name], data, multiple)
+        views = _prepare_views(sources[name], data, rules)
         out = scorer.score_pairs(views, [(i, j)], return_maps=True)
         v1.append(views[i]), v2.append(views[j])
         maps.append(out.score_maps[0]), masks.append(out.masks[0])
@@ -218,8 +226,17 @@ def run(cfg: Any) -> dict[str, Any] | None:
         raise SystemExit("met3r-eval: set data.path=... (a folder of sequences, a video, or a .pt/.npz file)")
     if runtime["precision"] not in PRECISIONS:
         raise SystemExit(f"met3r-eval: runtime.precision must be one of {PRECISIONS}")
+    threads = torch.get_num_threads()
     if runtime.get("num_threads"):
         torch.set_num_threads(int(runtime["num_threads"]))
+    try:
+        return _run(conf, data, metric, runtime, output)
+    finally:
+        torch.set_num_threads(threads)  # no lasting side effect when called in-process
+
+
+def _run(conf: dict[str, Any], data: dict[str, Any], metric: dict[str, Any], runtime: dict[str, Any],
+         output: dict[str, Any]) -> dict[str, Any] | None:
     t_start = time.time()
 
     info = mdist.setup(runtime["device"], runtime["backend"], float(runtime["dist_timeout_min"]))
@@ -229,10 +246,13 @@ def run(cfg: Any) -> dict[str, Any] | None:
         scorer = PairBatchScorer(
             str(metric["variant"]), metric_overrides(metric), info.device, runtime["precision"], int(runtime["batch_size"])
         )
-        multiple = int(scorer.settings.get("patch_size", 16) or 16)
+        rules = _size_rules(scorer.settings)
+        # batch_size is a memory knob of the metric (numbers do not depend on it): not part of
+        # what a resumed run must match.
         fingerprint = {
             "variant": scorer.variant,
-            "metric": scorer.settings,
+            "metric": {k: ([o for o in v if o != "batch_size"] if k == "overrides" else v)
+                       for k, v in scorer.settings.items() if k != "batch_size"},
             "protocol": {"pairing": metric["pairing"], "pair_gap": metric["pair_gap"], "aggregation": "mean over sequences of per-sequence mean over pairs"},
             "data": _data_settings(data),
             "precision": runtime["precision"],
@@ -270,7 +290,7 @@ def run(cfg: Any) -> dict[str, Any] | None:
         sleep_s = float(os.environ.get(_SLEEP_ENV, "0") or 0)
         for source in mine:
             try:
-                record = _evaluate_sequence(source, data, metric, scorer, multiple, pair_bar)
+                record = _evaluate_sequence(source, data, metric, scorer, rules, pair_bar)
             except Exception as err:  # noqa: BLE001 - one bad input must not end the run
                 hint = " (lower runtime.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
                 record = {"sequence": source.name, "status": "error", "kind": source.kind, "path": source.path,
@@ -288,14 +308,14 @@ def run(cfg: Any) -> dict[str, Any] | None:
         mdist.barrier(info)  # all shards finished
         if not info.is_main:
             return None
-        return _finalize(out_dir, sources, conf, fingerprint, scorer, info, multiple, t_start)
+        return _finalize(out_dir, sources, conf, fingerprint, scorer, info, rules, t_start)
     finally:
         mdist.teardown(info)
 
 
 def _finalize(
     out_dir: Path, sources: list[mio.SequenceSource], conf: dict[str, Any], fingerprint: dict[str, Any],
-    scorer: PairBatchScorer, info: mdist.DistInfo, multiple: int, t_start: float,
+    scorer: PairBatchScorer, info: mdist.DistInfo, rules: dict[str, int], t_start: float,
 ) -> dict[str, Any]:
     """Rank 0: merge every rank's records into sequences.jsonl, then derive the other outputs."""
     output = conf["output"]
@@ -325,7 +345,7 @@ def _finalize(
         _write_plots(out_dir, merged, int(output["max_curves"]))
     if int(output["worst_pairs"]) > 0:
         try:
-            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], scorer, int(output["worst_pairs"]), multiple)
+            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], scorer, int(output["worst_pairs"]), rules)
         except ImportError as err:
             log.warning("worst-pair maps skipped: %s", err)
     _report(summary, out_dir)
@@ -374,7 +394,9 @@ def main() -> None:
         raise SystemExit("met3r-eval needs hydra: pip install 'met3r-metrics[cli]'") from err
     _register_resolvers()
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name="config")
+    # Absolute path: works the same for the console script, python -m and torchrun (a relative
+    # path would be resolved as the module "met3r_metrics.cli.conf", which is not a package).
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _app(cfg: Any) -> None:
         logging.basicConfig(level=logging.INFO, format="[met3r-eval] %(message)s")
         summary = run(cfg)

@@ -53,7 +53,15 @@ class PairResults:
 
 
 class PairBatchScorer:
-    """Owns the frozen networks of one process and scores frame pairs of a sequence in batches."""
+    """Owns the frozen networks of one process and scores the frame pairs of a sequence.
+
+    A sequence goes to :meth:`met3r_metrics.scorer.MEt3RScorer.score_sequences` in chunks of
+    ``pairs_per_call`` pairs (each frame is encoded once per chunk); inside, the networks run on
+    ``batch_size`` directed pairs at a time.  Pair scores do not depend on either number.
+    """
+
+    #: pairs per scorer call: bounds the per-pair maps the scorer holds, sets progress granularity
+    pairs_per_call = 64
 
     def __init__(
         self,
@@ -63,29 +71,24 @@ class PairBatchScorer:
         precision: str = "fp32",
         batch_size: int = 8,
     ) -> None:
-        from met3r_metrics.functional import met3r, resolve_settings
+        from met3r_metrics.settings import resolve_settings
 
-        self._met3r = met3r
         self.variant = variant
         self.overrides = dict(overrides)
+        if batch_size and "batch_size" not in self.overrides:
+            self.overrides["batch_size"] = max(1, int(batch_size))
         self.settings: dict[str, Any] = resolve_settings(variant, **self.overrides)
         self.device = device
         self.precision = precision
-        self.batch_size = max(1, int(batch_size))
         self._scorer: Any = None
 
     @property
     def scorer(self) -> Any:
         """The frozen networks, built on first use (a rank with nothing to do never builds them)."""
         if self._scorer is None:
-            from met3r_metrics import functional
+            from met3r_metrics.scorer import get_scorer
 
-            if hasattr(functional, "get_scorer"):
-                self._scorer = functional.get_scorer(self.settings, self.device)
-            else:  # pragma: no cover - alternative constructor of the contract
-                from met3r_metrics.scorer import MEt3RScorer
-
-                self._scorer = MEt3RScorer.from_settings(self.settings, self.device)
+            self._scorer = get_scorer(self.settings, self.device)
         return self._scorer
 
     @torch.no_grad()
@@ -102,26 +105,16 @@ class PairBatchScorer:
         overlap: list[float] = []
         maps: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start : start + self.batch_size]
-            idx = torch.tensor(chunk, dtype=torch.long)
-            images = views[idx].to(self.device, non_blocking=True)  # (b, 2, 3, H, W)
+        images = (views.to(self.device, torch.float32) * 2 - 1).unsqueeze(0)  # scorer takes [-1, 1]
+        for start in range(0, len(pairs), self.pairs_per_call):
+            chunk = [tuple(map(int, p)) for p in pairs[start : start + self.pairs_per_call]]
             with precision_context(self.precision, self.device):
-                out = self._met3r(
-                    images,
-                    variant=self.variant,
-                    normalize=True,
-                    pairing="consecutive",
-                    scorer=self.scorer,
-                    return_details=True,
-                    return_maps=return_maps,
-                    **self.overrides,
-                )
-            scores.extend(float(s) for s in out.pair_scores[:, 0].float().cpu())
-            overlap.extend(float(o) for o in out.overlap[:, 0].float().cpu())
+                out = self.scorer.score_sequences(images, chunk, return_maps=return_maps)
+            scores.extend(float(x) for x in out["pair_scores"][0].float().cpu())
+            overlap.extend(float(x) for x in out["overlap"][0].float().cpu())
             if return_maps:
-                maps.append(out.score_maps[:, 0].float().cpu())
-                masks.append(out.overlap_masks[:, 0].float().cpu())
+                maps.append(out["score_maps"][0].float().cpu())
+                masks.append(out["overlap_masks"][0].float().cpu())
             if progress is not None:
                 progress.update(len(chunk))
         return PairResults(

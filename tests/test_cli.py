@@ -1,0 +1,198 @@
+"""met3r-eval end to end on CPU with tiny random-weight networks and generated sequences.
+
+Covers: folders of PNG frames, GIF and mp4 videos, tensor files, errors recorded not fatal,
+outputs (pairs.csv, sequences.jsonl, summary.json, plots), resume, a SIGKILL mid-run followed by a
+resume, a 2-process gloo run (torch.distributed.run) merged into the single-process summary, and
+the installed ``met3r-eval`` console script.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_gif, write_mp4, write_png_sequence
+
+from met3r_metrics.cli.evaluate import compose_config, run
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_OK = 4  # scorable sequences in the data fixture
+
+
+def _hydra_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    return str(value)
+
+
+@pytest.fixture(scope="module")
+def tiny(golden_root, tmp_path_factory) -> list[str]:
+    """CLI overrides that make the metric use tiny random-weight networks (64x64 inputs)."""
+    from met3r_metrics.testing import tiny_met3r_kwargs
+
+    kwargs = tiny_met3r_kwargs(golden_root, tmp_path_factory.mktemp("tiny_weights"))
+    return [f"metric.{k}={_hydra_value(v)}" for k, v in kwargs.items()] + ["runtime.progress=false", "runtime.device=cpu", "runtime.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """4 scorable sequences (frames, GIF, mp4), one too short, one corrupt video."""
+    root = tmp_path_factory.mktemp("data") / "seqs"
+    write_png_sequence(root / "seq_a", 11, seed=0)  # f10.png must sort after f9.png
+    write_png_sequence(root / "seq_b", 3, seed=1)
+    write_gif(root / "clip.gif", 4)
+    write_mp4(root / "clip.mp4", 5)
+    write_png_sequence(root / "too_short", 1, seed=3)
+    (root / "broken.mp4").write_bytes(b"not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_run(tiny, data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "out"
+    run(compose_config([f"data.path={data_dir}", f"output.dir={out}", "runtime.batch_size=3", "output.worst_pairs=2", *tiny]))
+    return out
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update({"OMP_NUM_THREADS": "1", **extra})
+    return env
+
+
+def _lines(path: Path) -> list[dict]:
+    raw = path.read_bytes()
+    assert raw == b"" or raw.endswith(b"\n"), "file ends in a partial line"
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+def test_outputs_of_a_folder_run(single_run: Path):
+    out = single_run
+    for name in ("pairs.csv", "sequences.jsonl", "summary.json", "config.yaml", "settings.json",
+                 "sequence_curves.png", "histogram.png", "worst_pairs.png", "run_info.json"):
+        assert (out / name).is_file(), name
+    records = _lines(out / "sequences.jsonl")
+    names = [r["sequence"] for r in records]
+    assert names == ["broken.mp4", "clip.gif", "clip.mp4", "seq_a", "seq_b", "too_short"]  # natural order
+    by = {r["sequence"]: r for r in records}
+    assert by["broken.mp4"]["status"] == "error" and by["too_short"]["status"] == "error"
+    assert "too short" in by["too_short"]["error"]
+    assert by["seq_a"]["num_frames"] == 11 and len(by["seq_a"]["pairs"]) == 10
+    assert by["seq_a"]["pairs"][:2] == [[0, 1], [1, 2]]
+    assert by["clip.mp4"]["num_frames"] == 5 and by["clip.gif"]["num_frames"] == 4
+
+    with open(out / "pairs.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 10 + 2 + 3 + 4
+    assert set(rows[0]) == {"sequence", "i", "j", "score", "overlap"}
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_sequences"] == NUM_OK and summary["num_errors"] == 2 and summary["num_pairs"] == 19
+    seq_scores = [r["score"] for r in records if r["status"] == "ok" and r["score"] is not None]
+    assert summary["met3r"] == pytest.approx(sum(seq_scores) / len(seq_scores))
+    assert summary["met3r_ci95"][0] <= summary["met3r"] <= summary["met3r_ci95"][1]
+    assert summary["settings"]["variant"] == "official" and summary["settings"]["img_size"] is not None
+    assert summary["data"]["resize"] is None and summary["runtime"]["precision"] == "fp32"
+    assert summary["package_version"]
+    assert summary["num_zero_overlap_pairs"] == sum(r["score"] == "nan" for r in rows)
+
+
+def test_rerun_skips_finished_sequences(single_run: Path, tiny, data_dir):
+    before = _lines(single_run / "sequences.jsonl")
+    summary = run(compose_config([f"data.path={data_dir}", f"output.dir={single_run}", "runtime.batch_size=3",
+                                  "runtime.retry_errors=false", *tiny]))
+    after = _lines(single_run / "sequences.jsonl")
+    assert after == before  # nothing recomputed ("seconds" would differ)
+    assert summary["num_sequences"] == NUM_OK
+
+
+def test_changed_settings_are_refused(single_run: Path, tiny, data_dir):
+    with pytest.raises(SystemExit, match="different settings"):
+        run(compose_config([f"data.path={data_dir}", f"output.dir={single_run}", *tiny, "metric.symmetric=true"]))
+
+
+def test_tensor_file_needs_explicit_resize(tiny, tmp_path):
+    x = torch.rand(2, 3, 3, 40, 40)  # 40 is not a multiple of 16
+    torch.save(x, tmp_path / "gen.pt")
+    summary = run(compose_config([f"data.path={tmp_path / 'gen.pt'}", f"output.dir={tmp_path / 'a'}", "output.plots=false", *tiny]))
+    assert summary["num_sequences"] == 0 and summary["num_errors"] == 2
+    assert "data.resize=" in summary["errors"][0]["error"]
+    summary = run(compose_config([f"data.path={tmp_path / 'gen.pt'}", f"output.dir={tmp_path / 'b'}", "output.plots=false",
+                                  "data.resize=64", *tiny]))
+    assert summary["num_sequences"] == 2 and summary["num_pairs"] == 4
+    assert summary["data"]["resize"] == 64 and summary["data"]["resize_filter"] == "bicubic"
+    recs = _lines(tmp_path / "b" / "sequences.jsonl")
+    assert [r["sequence"] for r in recs] == ["00000", "00001"] and recs[0]["height"] == 64
+
+
+def test_sigkill_midway_then_resume(tiny, data_dir, single_run, tmp_path):
+    """Kill -9 after the first finished sequence: nothing finished is lost, no corrupt line."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}",
+           "runtime.batch_size=3", "output.plots=false", *tiny]
+    proc = subprocess.Popen(cmd, env=_env(_MET3R_EVAL_SLEEP_AFTER_SEQUENCE="30"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    jsonl = out / "sequences.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kept = _lines(jsonl)
+    assert len(kept) == 1 and not (out / "summary.json").exists()
+    # what a kill in the middle of a write would leave: a partial trailing line
+    with open(jsonl, "ab") as fh:
+        fh.write(b'{"sequence":"seq_a","status":"ok","sco')
+
+    done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = _lines(jsonl)
+    assert len(records) == 6
+    assert kept[0] in records  # the finished sequence was kept, not recomputed
+    # same numbers as an uninterrupted run
+    expected = json.loads((single_run / "summary.json").read_text())
+    got = json.loads((out / "summary.json").read_text())
+    assert got["met3r"] == expected["met3r"] and got["num_pairs"] == expected["num_pairs"]
+
+
+def test_two_processes_gloo_match_single(tiny, data_dir, single_run, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}", "runtime.batch_size=3",
+           "output.worst_pairs=2", *tiny]
+    done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not list(out.glob("sequences.rank*.jsonl"))  # merged and removed
+    assert json.loads((out / "run_info.json").read_text())["world_size"] == 2
+    assert (out / "summary.json").read_text() == (single_run / "summary.json").read_text()
+    assert (out / "pairs.csv").read_text() == (single_run / "pairs.csv").read_text()
+    strip = lambda recs: [{k: v for k, v in r.items() if k != "seconds"} for r in recs]  # noqa: E731
+    assert strip(_lines(out / "sequences.jsonl")) == strip(_lines(single_run / "sequences.jsonl"))
+
+
+def test_console_script_main_job_line(tiny, tmp_path):
+    """The README line, through the installed entry point (falls back to python -m)."""
+    seq = write_png_sequence(tmp_path / "one_sequence", 3)
+    script = shutil.which("met3r-eval")
+    exe = [script] if script else [sys.executable, "-c", "from met3r_metrics.cli.evaluate import main; main()"]
+    done = subprocess.run([*exe, f"data.path={seq}", *tiny], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = tmp_path / "met3r_results" / "one_sequence_official"  # default output dir
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_sequences"] == 1 and summary["num_pairs"] == 2
+    assert "MEt3R (official) =" in done.stdout
