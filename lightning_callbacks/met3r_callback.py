@@ -40,6 +40,12 @@ from torch import Tensor, nn
 
 __all__ = ["MEt3RCallback"]
 
+# MEt3R(...) arguments that are not scoring settings (not accepted by the functional met3r()).
+_METRIC_ONLY_KWARGS = frozenset({
+    "return_per_pair", "compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
+    "distributed_available_fn", "sync_on_compute", "compute_with_cache",
+})
+
 SampleFn = Callable[[LightningModule, Any, int], Tensor]
 RealFn = Callable[[Any], Tensor]
 
@@ -436,10 +442,15 @@ class MEt3RCallback(Callback):
 
         metric = self.met3r_metric
         device = metric.device
-        kwargs = dict(self.metric_kwargs)
+        # Only settings go to the functional; Metric-only arguments (DDP knobs, ...) stay out.
+        kwargs = {k: v for k, v in self.metric_kwargs.items() if k not in _METRIC_ONLY_KWARGS}
         scorer = getattr(metric, "scorer", None)
         if callable(scorer) and not isinstance(scorer, nn.Module):
             scorer = scorer()  # accessor method
+        if views.shape[0] >= self.num_plot_pairs:
+            # One pair per sample is enough: score only views 0 and 1 (the first pair under
+            # every pairing), not all V - 1 pairs - pictures must stay cheap.
+            views = views[: self.num_plot_pairs, :2]
         views = views.to(device)
         if views.dtype != torch.uint8:
             views = views.float()
