@@ -234,3 +234,19 @@ def test_bad_configs():
         build_stereo_model({"pos_embed": "RoPE100", "no_such_kwarg": 1})
     with pytest.raises(ValueError, match="img_size must be a multiple"):
         build_stereo_model({"pos_embed": "RoPE100", "img_size": 100})
+
+
+def test_official_dpt_widths_run_on_odd_grid():
+    """Official DPT widths (256/128/(96,192,384,768)) on a 3x5 token grid (path4 crop), narrow backbone."""
+    config = {
+        "pos_embed": "RoPE100", "head_type": "catmlp+dpt", "output_mode": "pts3d+desc24", "two_confs": True,
+        "desc_conf_mode": ("exp", 0, float("inf")), "enc_embed_dim": 64, "enc_depth": 1, "enc_num_heads": 4,
+        "dec_embed_dim": 48, "dec_depth": 12, "dec_num_heads": 4, "landscape_only": False,
+    }
+    torch.manual_seed(0)
+    model = build_stereo_model(config).eval()
+    with torch.no_grad():
+        res1, res2 = model(torch.rand(1, 3, 48, 80) * 2 - 1, torch.rand(1, 3, 80, 48) * 2 - 1)
+    assert res1["pts3d"].shape == (1, 48, 80, 3) and res1["desc"].shape == (1, 48, 80, 24)
+    assert res2["pts3d_in_other_view"].shape == (1, 80, 48, 3) and res2["desc_conf"].shape == (1, 80, 48)
+    assert all(torch.isfinite(v).all() for r in (res1, res2) for v in r.values())
