@@ -31,19 +31,18 @@ def _variants() -> dict[str, Any]:
     return VARIANTS
 
 
-def _feature_checkpoints(settings: dict[str, Any], names: Sequence[str]) -> list[str]:
-    """Registry names of the feature network (and FeatUp upsampler) a settings dict uses."""
-    weights = _weights()
-    fn = getattr(weights, "feature_checkpoints", None)
-    if callable(fn):  # the registry knows best
-        return list(fn(settings))
-    wanted = [str(settings.get("feature_backbone", "dino16"))]
-    if settings.get("upsampler") == "featup":
-        wanted.append("featup")
-    out = []
-    for key in wanted:
-        out.extend(n for n in names if key in n.lower() and n not in out)
-    return out
+def _feature_checkpoints(settings: dict[str, Any]) -> list[str]:
+    """Registry names of the feature path a settings dict uses (none for the RGB distances).
+
+    The feature network is always FeatUp's dino16 (MEt3R uses ChannelNorm, ``use_norm=True``)
+    whatever the upsampler; DINO's own weights are fetched too, because they are the fallback
+    when a FeatUp checkpoint lacks the ViT tensors.
+    """
+    if settings.get("distance") != "cosine" or settings.get("feature_weights") is not None:
+        return []
+    from met3r_metrics.models.featup import REGISTRY_DINO, REGISTRY_FEATUP
+
+    return [REGISTRY_FEATUP[True], REGISTRY_DINO]
 
 
 def checkpoints_for(target: str) -> list[str]:
@@ -59,7 +58,7 @@ def checkpoints_for(target: str) -> list[str]:
     if target in _variants():
         settings = resolve_settings(target)
         needed = [settings["backbone"]] if settings.get("backbone_weights") is None else []
-        needed += [n for n in _feature_checkpoints(settings, names) if n not in needed]
+        needed += [n for n in _feature_checkpoints(settings) if n not in needed]
         return needed
     raise SystemExit(
         f"met3r-download: unknown variant or checkpoint {target!r}; "
@@ -71,18 +70,13 @@ def is_cached(name: str) -> str | None:
     """Local path of checkpoint ``name`` if it is already cached, else ``None`` (never downloads)."""
     weights = _weights()
     try:
-        path = weights.checkpoint_file(name, download=False)
-    except Exception:  # noqa: BLE001 - "not cached" is reported as whatever error the registry raises
+        return str(weights.checkpoint_file(name, download=False))
+    except weights.WeightsNotFoundError:
         return None
-    return str(path) if path else None
 
 
 def _describe(info: Any) -> str:
-    for attr in ("description", "source", "url", "repo_id"):
-        value = info.get(attr) if isinstance(info, dict) else getattr(info, attr, None)
-        if value:
-            return str(value)
-    return ""
+    return f"{info.description} [{info.licence}] from {info.source}"
 
 
 def _list() -> int:
