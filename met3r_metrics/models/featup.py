@@ -17,6 +17,7 @@ prefix). ``UpsampledDino`` maps official keys as ``model.0.model.* -> featurizer
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -322,10 +323,12 @@ def to_official_key(key: str) -> str:
 # --------------------------------------------------------------------------------------------------
 
 
-def _registry_file(name: str) -> Path:
-    from met3r_metrics.weights import checkpoint_file  # lazy: weights.py owns registry, cache and download
+def _registry_file(name: str, download: bool = True) -> Path:
+    # Lazy: weights.py owns the registry, the cache locations, downloads and the offline error
+    # (WeightsNotFoundError naming the file, its source and `met3r-download <name>`).
+    from met3r_metrics.weights import checkpoint_file
 
-    return Path(checkpoint_file(name))
+    return Path(checkpoint_file(name, download=download))
 
 
 def _read_file(path: Path) -> Mapping[str, object]:
@@ -335,34 +338,55 @@ def _read_file(path: Path) -> Mapping[str, object]:
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    # weights_only=True always: a checkpoint is data, never code.
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        # weights_only=True always: a checkpoint is data, never code.
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise pickle.UnpicklingError(
+            f"{path}: torch.load(weights_only=True) refused a non-tensor object in this checkpoint ({exc}). "
+            "If you trust the file, allow the named class with torch.serialization.add_safe_globals([...]) "
+            "or re-save only its tensors, e.g. torch.save(ckpt['state_dict'], 'weights.pth')."
+        ) from exc
 
 
-def _read_url(url: str) -> Mapping[str, object]:
-    # Same cache as torch.hub.load_state_dict_from_url (<hub_dir>/checkpoints/<file name>).
+def _read_url(url: str, download: bool = True) -> Mapping[str, object]:
+    from met3r_metrics.weights import CHECKPOINTS
+
+    for name, info in CHECKPOINTS.items():
+        if info.url == url:  # a registry file: same cache place and offline error as the registry name
+            return _read_file(_registry_file(name, download))
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
     if not cached.is_file():
+        if not download:
+            raise FileNotFoundError(f"{cached} is not cached and download=False; fetch {url} there or pass a local file")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(cached), progress=False)
         except Exception as exc:  # network errors come in many types (URLError, socket, SSL...)
             raise FileNotFoundError(
-                f"could not download {url} to {cached} ({type(exc).__name__}: {exc}). Fetch it while online, "
-                f"e.g. `python -c \"import torch; torch.hub.download_url_to_file('{url}', '{cached}')\"`, "
+                f"could not download {url} to {cached} ({type(exc).__name__}: {exc}). Fetch it while online, e.g. "
+                f"`python -c \"import torch; torch.hub.download_url_to_file('{url}', '{cached}')\"`, "
                 "or pass a local file path."
             ) from exc
     return _read_file(cached)
 
 
-def _read_source(source: str | os.PathLike[str]) -> Mapping[str, object]:
+def _read_source(source: str | os.PathLike[str], download: bool = True) -> Mapping[str, object]:
+    """Registry name, https URL, or local .ckpt/.pth/.pt/.safetensors file -> raw (possibly nested) dict."""
     s = os.fspath(source)
     if s.startswith(("http://", "https://")):
-        return _read_url(s)
+        return _read_url(s, download)
     path = Path(s).expanduser()
     if path.exists() or os.sep in s or path.suffix in (".ckpt", ".pth", ".pt", ".safetensors", ".bin"):
         return _read_file(path)
-    return _read_file(_registry_file(s))  # a registry name
+    from met3r_metrics.weights import CHECKPOINTS
+
+    if s not in CHECKPOINTS:
+        raise ValueError(
+            f"source must be a registry name ({', '.join(REGISTRY_FEATUP.values())}, {REGISTRY_DINO}), an https URL "
+            f"or an existing .ckpt/.pth/.safetensors file, got source={s!r}"
+        )
+    return _read_file(_registry_file(s, download))
 
 
 def _strict_load(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None:
@@ -396,6 +420,7 @@ def load_featup_dino(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     dino_source: str | os.PathLike[str] | Mapping[str, object] | None = None,
+    download: bool = True,
 ) -> UpsampledDino:
     """Build MEt3R's feature path (DINO ViT-S/16 + FeatUp JBU) and load it strictly.
 
@@ -409,6 +434,8 @@ def load_featup_dino(
         depth: ViT depth (12 for the real checkpoint).
         dino_source: where to take the 150 ViT tensors from when the FeatUp checkpoint lacks them
             (default: registry ``"dino_vits16"`` = ``dino_deitsmall16_pretrain.pth``). Unused otherwise.
+        download: allow downloading registry/URL files that are not cached yet (offline, a missing file
+            raises ``WeightsNotFoundError`` naming the file and ``met3r-download <name>``).
 
     Returns:
         :class:`UpsampledDino` in eval mode with every parameter frozen; unpacks as
@@ -416,10 +443,12 @@ def load_featup_dino(
     """
     if source is None:
         source = REGISTRY_FEATUP[use_norm]
-    raw = source if isinstance(source, Mapping) else _read_source(source)
+    raw = source if isinstance(source, Mapping) else _read_source(source, download)
     sd = convert_featup_state_dict(raw)
     if not any(k.startswith("featurizer.vit.") for k in sd):
-        dino_raw = dino_source if isinstance(dino_source, Mapping) else _read_source(dino_source or REGISTRY_DINO)
+        dino_raw = (
+            dino_source if isinstance(dino_source, Mapping) else _read_source(dino_source or REGISTRY_DINO, download)
+        )
         sd.update(convert_dino_state_dict(dino_raw))
     with torch.device("meta"):
         model = UpsampledDino(DinoFeaturizer(depth=depth, use_norm=use_norm), JBUStack(384))
@@ -436,6 +465,7 @@ def load_dino_featurizer(
     depth: int = 12,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    download: bool = True,
 ) -> DinoFeaturizer:
     """DINO ViT-S/16 featurizer from the official DINO checkpoint only (``dino_deitsmall16_pretrain.pth``).
 
@@ -444,11 +474,14 @@ def load_dino_featurizer(
     that file and keep LayerNorm's initial values (weight 1, bias 0); load a FeatUp checkpoint with
     :func:`load_featup_dino` for the trained ones.
     """
-    raw = source if isinstance(source, Mapping) else _read_source(source if source is not None else REGISTRY_DINO)
+    raw = source if isinstance(source, Mapping) else _read_source(source or REGISTRY_DINO, download)
     sd = {k[len("featurizer.") :]: v for k, v in convert_dino_state_dict(raw).items()}
-    feat = DinoFeaturizer(depth=depth, use_norm=use_norm)
-    if feat.channel_norm is not None:
-        sd.update({f"channel_norm.{k}": v for k, v in feat.channel_norm.state_dict().items()})
+    with torch.device("meta"):
+        feat = DinoFeaturizer(depth=depth, use_norm=use_norm)
+    feat.to_empty(device="cpu")
+    if feat.channel_norm is not None:  # not in the DINO file: LayerNorm's initial values
+        sd["channel_norm.weight"] = torch.ones(feat.embed_dim)
+        sd["channel_norm.bias"] = torch.zeros(feat.embed_dim)
     _strict_load(feat, sd, "load_dino_featurizer")
     _finish(feat, device, dtype)
     return feat
