@@ -39,12 +39,18 @@ def _hydra_value(value) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny(golden_root, tmp_path_factory) -> list[str]:
-    """CLI overrides that make the metric use tiny random-weight networks (64x64 inputs)."""
+def tiny_kwargs(golden_root, tmp_path_factory) -> dict:
+    """met3r() keyword arguments for tiny random-weight networks (64x64 inputs)."""
     from met3r_metrics.testing import tiny_met3r_kwargs
 
-    kwargs = tiny_met3r_kwargs(golden_root, tmp_path_factory.mktemp("tiny_weights"))
-    return [f"metric.{k}={_hydra_value(v)}" for k, v in kwargs.items()] + ["runtime.progress=false", "runtime.device=cpu", "runtime.num_threads=1"]
+    return tiny_met3r_kwargs(golden_root, tmp_path_factory.mktemp("tiny_weights"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_kwargs) -> list[str]:
+    """The same as CLI overrides (the real CLI, tiny networks), single-threaded for shared CI cores."""
+    return [f"metric.{k}={_hydra_value(v)}" for k, v in tiny_kwargs.items()] + [
+        "runtime.progress=false", "runtime.device=cpu", "runtime.num_threads=1"]
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +115,24 @@ def test_outputs_of_a_folder_run(single_run: Path):
     assert summary["data"]["resize"] is None and summary["runtime"]["precision"] == "fp32"
     assert summary["package_version"]
     assert summary["num_zero_overlap_pairs"] == sum(r["score"] == "nan" for r in rows)
+
+
+def test_scores_equal_the_functional_metric(single_run: Path, tiny_kwargs, data_dir):
+    """A sequence's CLI score is met3r() of its frames (consecutive pairs, mean)."""
+    from met3r_metrics import io as mio
+    from met3r_metrics.functional import met3r
+
+    rec = {r["sequence"]: r for r in _lines(single_run / "sequences.jsonl")}["seq_b"]
+    views = mio.read_frame_folder(data_dir / "seq_b")  # uint8, 0..255
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CI cores
+    try:
+        expected = met3r(views[None], variant="official", **tiny_kwargs, return_details=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert rec["pair_scores"] == pytest.approx(expected.pair_scores[0].tolist(), abs=1e-6)
+    assert rec["score"] == pytest.approx(float(expected.sequence_scores[0]), abs=1e-6)
+    assert rec["overlap"] == pytest.approx(expected.overlap[0].tolist(), abs=1e-6)
 
 
 def test_rerun_skips_finished_sequences(single_run: Path, tiny, data_dir):

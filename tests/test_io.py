@@ -56,8 +56,13 @@ def test_discover_folder_of_sequences(sequence_folder, tmp_path):
 
 def test_size_check_and_pinned_resize():
     views = torch.rand(2, 3, 40, 60)
-    with pytest.raises(io.FrameSizeError, match=r"data.resize=\[32,64\]"):
+    with pytest.raises(io.FrameSizeError, match=r"data.resize=\[48,64\]"):
         io.check_or_resize(views, resize=None)
+    # FeatUp's dino16 needs an even number of patch rows: height a multiple of 32
+    with pytest.raises(io.FrameSizeError, match=r"height must be a multiple of 32.*data.resize=\[64,48\]"):
+        io.check_or_resize(torch.rand(1, 3, 48, 48), resize=None, height_multiple=32)
+    with pytest.raises(io.FrameSizeError, match="invalid"):
+        io.check_or_resize(views, resize=[16, 64])  # below the 32-pixel minimum
     out = io.check_or_resize(views, resize=[32, 48], filter="bicubic")
     assert out.shape == (2, 3, 32, 48) and out.min() >= 0 and out.max() <= 1
     same = torch.rand(1, 3, 32, 32)
