@@ -288,6 +288,15 @@ def _run(conf: dict[str, Any], data: dict[str, Any], metric: dict[str, Any], run
         seq_bar = _tqdm(not show, total=len(mine), desc="sequences", unit="seq", position=0)
         pair_bar = _tqdm(not show, total=0, desc="pairs", unit="pair", position=1, leave=False)
         sleep_s = float(os.environ.get(_SLEEP_ENV, "0") or 0)
+        if mine:
+            # Build the networks now: missing weights are fatal (one clear message naming
+            # met3r-download), not an error recorded against every sequence.
+            from met3r_metrics.weights import WeightsNotFoundError
+
+            try:
+                scorer.scorer  # noqa: B018
+            except WeightsNotFoundError as err:
+                raise SystemExit(f"met3r-eval: {err}") from None
         for source in mine:
             try:
                 record = _evaluate_sequence(source, data, metric, scorer, rules, pair_bar)
@@ -370,7 +379,7 @@ def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("met3r_stem"):
         # Default output dir named after the data, so that re-running the same command resumes.
         OmegaConf.register_new_resolver(
-            "met3r_stem", lambda p: (Path(str(p)).expanduser().resolve().name or "data") if p not in (None, "???") else "data"
+            "met3r_stem", lambda p: (Path(str(p)).expanduser().resolve().name or "data") if p not in (None, "", "???") else "data"
         )
 
 
