@@ -43,7 +43,7 @@ __all__ = ["MEt3RCallback"]
 # MEt3R(...) arguments that are not scoring settings (not accepted by the functional met3r()).
 _METRIC_ONLY_KWARGS = frozenset({
     "return_per_pair", "compute_on_cpu", "dist_sync_on_step", "process_group", "dist_sync_fn",
-    "distributed_available_fn", "sync_on_compute", "compute_with_cache",
+    "distributed_available_fn", "sync_on_compute", "compute_with_cache", "scorer",
 })
 
 SampleFn = Callable[[LightningModule, Any, int], Tensor]
@@ -134,8 +134,10 @@ class MEt3RCallback(Callback):
             ``<trainer.log_dir or default_root_dir>/met3r``. Files: ``epoch_XXX.png``.
         run_on_sanity_check: also evaluate during the sanity-check validation (off by default:
             those numbers come from an untrained model and a couple of batches).
-        offload_after_eval: move the metric networks back to CPU after each evaluation (frees
-            accelerator memory during training; costs a copy per evaluation).
+
+    The MEt3R networks are built on the first evaluation, on ``pl_module.device``, and stay
+    there (met3r_metrics caches them per process and device) until
+    ``met3r_metrics.scorer.clear_scorer_cache()``.
     """
 
     def __init__(
@@ -157,7 +159,6 @@ class MEt3RCallback(Callback):
         num_plot_pairs: int = 4,
         plot_dir: str | Path | None = None,
         run_on_sanity_check: bool = False,
-        offload_after_eval: bool = False,
     ) -> None:
         super().__init__()
         if sample_fn is not None and not callable(sample_fn):
@@ -195,7 +196,6 @@ class MEt3RCallback(Callback):
         self.num_plot_pairs = num_plot_pairs
         self.plot_dir = Path(plot_dir) if plot_dir is not None else None
         self.run_on_sanity_check = run_on_sanity_check
-        self.offload_after_eval = offload_after_eval
 
         # Built in setup() so that configuration errors surface before the first epoch.
         self.met3r_metric: Any | None = None  # met3r_metrics.MEt3R
@@ -215,10 +215,9 @@ class MEt3RCallback(Callback):
     # ------------------------------------------------------------------ keys / state
     @property
     def state_key(self) -> str:
-        # Several MEt3R callbacks (e.g. different variants) may coexist in one Trainer.
-        return self._generate_state_key(log_prefix=self.log_prefix, metric_kwargs=repr(sorted(
-            (k, v) for k, v in self.metric_kwargs.items() if isinstance(v, (str, int, float, bool))
-        )))
+        # Several MEt3R callbacks (e.g. two variants) may coexist in one Trainer; they must log
+        # under different prefixes anyway, so the prefix identifies the callback.
+        return self._generate_state_key(log_prefix=self.log_prefix)
 
     def _key(self, name: str) -> str:
         return f"{self.log_prefix}{name}"
@@ -425,10 +424,6 @@ class MEt3RCallback(Callback):
         self._plot_views = []
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._active and self.offload_after_eval:
-            for metric in (self.met3r_metric, self.fid_metric):
-                if metric is not None:
-                    metric.to("cpu")
         self._active = False
 
     # ------------------------------------------------------------------ pictures

@@ -243,7 +243,9 @@ def _ddp_run(tmp_path: Path, tiny_kwargs: dict, devices: int) -> tuple[dict, dic
     dump.mkdir()
     callback = _RankDump(str(dump), metric_kwargs=tiny_kwargs, fid_feature=TinyFeatureExtractor(seed=0),
                          max_samples=4, num_plot_pairs=1)
-    train, val = _loaders(n=8, batch_size=2)
+    # Validation batches of one sample: each sequence is scored alone in both runs, so the
+    # per-sequence scores are bitwise equal and only the (float64) summation order differs.
+    train, val = _loaders(n=8, batch_size=1)
     kwargs = dict(max_epochs=1, limit_train_batches=1, limit_val_batches=None, devices=devices,
                   logger=CSVLogger(tmp_path, name=f"logs{devices}"))
     if devices > 1:
@@ -262,7 +264,7 @@ def test_ddp_two_processes_equal_one(tmp_path: Path, tiny_kwargs: dict) -> None:
     # Every rank holds the same, already global value (so logging without sync_dist is right).
     assert ddp_ranks["rank0"] == ddp_ranks["rank1"]
     for key in ("val/met3r", "val/fid", "val/met3r_zero_overlap", "val/met3r_mean_overlap"):
-        assert math.isclose(ddp[key], single[key], rel_tol=TOL, abs_tol=TOL), key
+        assert math.isclose(ddp[key], single[key], rel_tol=1e-6, abs_tol=1e-7), key
     # max_samples is global: 4 sequences in total (2 per rank) in both runs.
     assert single_ranks["rank0"]["num_sequences"] == ddp_ranks["rank0"]["num_sequences"] == 4
 
