@@ -95,8 +95,9 @@ def met3r(
             (symmetric, DUSt3R). See :func:`met3r_metrics.resolve_settings`.
         normalize: input range convention, as torchmetrics' LPIPS.
         pairing: ``"consecutive"`` (sliding window), ``"all"`` or ``"first"``.
-        scorer: a :class:`MEt3RScorer` to use instead of the process-level cache (its networks
-            must match the requested settings; other knobs may differ).
+        scorer: a :class:`MEt3RScorer` to use instead of the process-level cache. Its settings
+            are the base that ``overrides`` modify; overrides of non-network knobs (img_size,
+            radius, symmetric, ...) reuse its networks, network overrides must match them.
         return_details: return a :class:`SequenceScores` instead of the (B,) tensor.
         return_maps: with ``return_details``, include score maps and overlap masks.
         **overrides: any setting (backbone, backbone_weights, feature_backbone, feature_weights,
@@ -107,12 +108,11 @@ def met3r(
         (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
         ``images`` through the feature path (geometry is detached, as officially).
     """
-    if scorer is not None and variant == "official" and not overrides:
-        settings = resolve_settings(scorer.settings, pairing=pairing)
-    else:
-        settings = resolve_settings(variant, pairing=pairing, **overrides)
+    # with a scorer, its settings are the base (the variant default "official" is not a request)
+    base = scorer.settings if scorer is not None and variant == "official" else variant
+    settings = resolve_settings(base, pairing=pairing, **overrides)
     device = scorer.device if scorer is not None else None
-    x = validate_images(images, normalize=normalize, device=device)
+    x = validate_images(images, normalize=normalize, device=device, even_patch_rows=settings["distance"] == "cosine")
     sc = _scorer_for(scorer, settings, x.device)
     out = sc.score_sequences(x, make_pairs(x.shape[1], settings["pairing"]), return_maps=return_maps and return_details)
     seq = sequence_means(out["pair_scores"])

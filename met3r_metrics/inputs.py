@@ -1,7 +1,8 @@
 """Input contract of MEt3R (as torchmetrics' LPIPS): validation and conversion to [-1, 1].
 
 * ``images``: (B, V, 3, H, W), V >= 2 views per sequence, H and W multiples of 16 and >= 32
-  (DINO and DUSt3R/MASt3R use 16-pixel patches).
+  (DINO and DUSt3R/MASt3R use 16-pixel patches); with the DINO features (``distance="cosine"``)
+  H / 16 must also be even (the official FeatUp path crashes on an odd number of patch rows).
 * float images: ``normalize=False`` (default, the official convention) means values in [-1, 1];
   ``normalize=True`` means [0, 1]. ``uint8`` images are always read as 0..255.
 * Anything else raises a ``ValueError`` that names the argument, what was expected and what came.
@@ -32,6 +33,7 @@ def validate_images(
     name: str = "images",
     device: torch.device | None = None,
     check_values: bool = True,
+    even_patch_rows: bool = False,
 ) -> Tensor:
     """Check ``images`` against the MEt3R input contract and return them as float32 in [-1, 1].
 
@@ -41,6 +43,8 @@ def validate_images(
         name: argument name used in error messages.
         device: when given, ``images`` must already be on this device (no silent copies).
         check_values: check NaN/inf and the value range (one device sync).
+        even_patch_rows: also require an even number of 16-pixel patch rows (H % 32 == 0): the
+            official FeatUp DINO path crashes otherwise, so no reference behaviour exists.
 
     Returns:
         (B, V, 3, H, W) float32 tensor in [-1, 1] (differentiable w.r.t. float inputs).
@@ -62,6 +66,11 @@ def validate_images(
                 name, f"{side} a multiple of {PATCH} and >= {MIN_SIDE} (resize or crop first)",
                 f"{side}={size} (shape {tuple(images.shape)})",
             )
+    if even_patch_rows and (h // PATCH) % 2:
+        raise _fail(
+            name, f"H / {PATCH} even (H a multiple of {2 * PATCH}) for the DINO+FeatUp features, which crash on "
+            "an odd number of patch rows in the official code", f"H={h} (shape {tuple(images.shape)})",
+        )
     if device is not None and images.device != torch.device(device):
         # torch.device("cuda") != torch.device("cuda:0"): compare types and explicit indices only
         dev = torch.device(device)

@@ -108,10 +108,9 @@ class MEt3R(Metric):
             raise ValueError(f"return_per_pair: expected a bool, got {return_per_pair!r}")
         if scorer is not None and not isinstance(scorer, MEt3RScorer):
             raise ValueError(f"scorer: expected a MEt3RScorer or None, got {type(scorer).__name__}")
-        if scorer is not None and variant == "official" and not kwargs:
-            self._settings = resolve_settings(scorer.settings, pairing=pairing)
-        else:
-            self._settings = resolve_settings(variant, pairing=pairing, **kwargs)
+        # with a scorer, its settings are the base that the overrides modify
+        base = scorer.settings if scorer is not None and variant == "official" else variant
+        self._settings = resolve_settings(base, pairing=pairing, **kwargs)
         self.normalize = normalize
         self.return_per_pair = return_per_pair
         # plain references (object.__setattr__ bypasses nn.Module sub-module registration)
@@ -165,7 +164,10 @@ class MEt3R(Metric):
 
     # -- metric API --------------------------------------------------------------------------------
     def _score(self, images: Tensor) -> dict[str, Tensor]:
-        x = validate_images(images, normalize=self.normalize, device=self.device)
+        x = validate_images(
+            images, normalize=self.normalize, device=self.device,
+            even_patch_rows=self._settings["distance"] == "cosine",
+        )
         return self.scorer.score_sequences(x)
 
     def update(self, images: Tensor) -> None:
