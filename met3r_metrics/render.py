@@ -127,8 +127,8 @@ def rasterize_points(
     device = ndc.device
     S = min(H, W)
     num_slots = B * H * W * K
-    if B * H * W >= 1 << 32 or B * N >= 1 << 40:
-        raise ValueError("image or cloud too large for the 64-bit sort keys")
+    if B * H * W * K >= 1 << 62:
+        raise ValueError("output too large")
     if N == 0:
         empty = torch.full((B, H, W, K), -1, dtype=torch.int64, device=device)
         return empty, empty.to(ndc.dtype), empty.to(ndc.dtype)
@@ -138,7 +138,6 @@ def rasterize_points(
     with torch.no_grad():
         pts = ndc.detach().reshape(B * N, 3)
         x, y, z = pts.unbind(-1)
-        depth_key, depth_bits = _depth_keys(z)
         # Continuous (col, row) of each point; used only to place its candidate window.
         half = radius * S / 2.0
         col_c = (W - 1 - S * x) * 0.5
@@ -147,8 +146,12 @@ def rasterize_points(
         # comparisons with NaN are False).
         reach = half + 1.0
         touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
-        cand_pts = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed order
-        num_cand = cand_pts.numel()
+        cand = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed index
+        # Visit points in ascending (z, packed index): every later hit of a pixel then ranks after every
+        # earlier one, so a stable sort by pixel alone yields PyTorch3D's CPU order (ties -> lower index),
+        # and merging chunks is a concatenation.
+        cand = cand.index_select(0, _stable_depth_order(z.index_select(0, cand)))
+        num_cand = cand.numel()
 
         # Window: integers j with a < j < a + r*S, a = col_c - r*S/2, widened by the slack on both sides.
         span = radius * S + 2 * _WINDOW_SLACK_PX
@@ -157,65 +160,61 @@ def rasterize_points(
         ar_x = torch.arange(nx, device=device)
         ar_y = torch.arange(ny, device=device)
         per_chunk = max(1, chunk_size // (nx * ny))
+        pix_dtype = torch.int32 if B * H * W < 1 << 31 else torch.int64  # int32 sorts several times faster
 
-        kept_key = torch.empty(0, dtype=torch.int64, device=device)
+        kept_pix = torch.empty(0, dtype=pix_dtype, device=device)
         kept_idx = torch.empty(0, dtype=torch.int64, device=device)
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         pending_n = 0
         for start in range(0, num_cand, per_chunk):
-            p = cand_pts[start : start + per_chunk]
+            p = cand[start : start + per_chunk]
+            m = p.numel()
             # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
-            lo_x = torch.floor(col_c[p] - half - _WINDOW_SLACK_PX) + 1
-            lo_y = torch.floor(row_c[p] - half - _WINDOW_SLACK_PX) + 1
+            lo_x = torch.floor(col_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
+            lo_y = torch.floor(row_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
             cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
             rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
-            dx = x[p, None] - x_of_col[cols]
-            dy = y[p, None] - y_of_row[rows]
+            dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
+            dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
             # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
             d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx)
-            hit = (d2 < r2).view(-1).nonzero().squeeze(1)  # host sync: hit count; point-major = ascending idx
+            hit = (d2 < r2).view(m, ny * nx).nonzero()  # host sync: hit count; (point, window cell)
             if hit.numel() == 0:
                 continue
-            hp = hit // (ny * nx)
-            rem = hit - hp * (ny * nx)
-            hr = rem // nx
-            hc = rem - hr * nx
-            pt = p[hp]
-            pix = ((pt // N) * H + rows[hp, hr]) * W + cols[hp, hc]
-            pending.append(((pix << depth_bits) | depth_key[pt], pt))
-            pending_n += hit.numel()
+            pix = ((p // N)[:, None] * H + rows) * W  # (m, ny) row starts
+            pix = (pix[:, :, None] + cols[:, None, :]).view(-1).to(pix_dtype)  # (m * ny * nx)
+            pending.append((pix.index_select(0, hit[:, 0] * (ny * nx) + hit[:, 1]), p.index_select(0, hit[:, 0])))
+            pending_n += hit.shape[0]
             if pending_n > chunk_size:  # merge so memory stays bounded
-                keys = torch.cat([kept_key] + [k for k, _ in pending])
-                ids = torch.cat([kept_idx] + [i for _, i in pending])
-                key_s, idx_s, rank = _select_k(keys, ids, depth_bits)
+                pix_s, idx_s, rank = _sort_by_pixel(
+                    torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
+                )
                 keep = rank < K  # host sync (compaction)
-                kept_key, kept_idx = key_s[keep], idx_s[keep]
+                kept_pix, kept_idx = pix_s[keep], idx_s[keep]
                 pending, pending_n = [], 0
 
-        keys = torch.cat([kept_key] + [k for k, _ in pending])
-        ids = torch.cat([kept_idx] + [i for _, i in pending])
-        key_s, idx_s, rank = _select_k(keys, ids, depth_bits)
+        pix_s, idx_s, rank = _sort_by_pixel(
+            torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
+        )
         # Entries past K go to a dump slot at the end instead of being compacted (no sync).
-        slot = torch.where(rank < K, (key_s >> depth_bits) * K + rank, num_slots)
+        slot = torch.where(rank < K, pix_s.long() * K + rank, num_slots)
         idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=device)
         idx_flat.scatter_(0, slot, idx_s)
         idx_flat = idx_flat[:num_slots]
 
     # zbuf and dists are gathered from the inputs with the same float ops as the hit test (bit-identical),
     # outside no_grad so they carry gradients to ndc like PyTorch3D's.
-    valid = idx_flat >= 0
+    shape = (B, H, W, K)
+    idx4 = idx_flat.view(shape)
+    valid = idx4 >= 0
     safe = idx_flat.clamp(min=0)
-    flat = ndc.reshape(B * N, 3)
-    pixel = torch.arange(num_slots, device=device) // K
-    col = pixel % W
-    row = (pixel // W) % H
-    dx = flat[safe, 0] - x_of_col[col]
-    dy = flat[safe, 1] - y_of_row[row]
+    x_sel, y_sel, z_sel = (c.index_select(0, safe).view(shape) for c in ndc.reshape(B * N, 3).unbind(-1))
+    dx = x_sel - x_of_col.view(1, 1, W, 1)
+    dy = y_sel - y_of_row.view(1, H, 1, 1)
     minus_one = torch.tensor(-1.0, dtype=ndc.dtype, device=device)
     dists = torch.where(valid, dx * dx + dy * dy, minus_one)
-    zbuf = torch.where(valid, flat[safe, 2], minus_one)
-    shape = (B, H, W, K)
-    return idx_flat.view(shape), zbuf.view(shape), dists.view(shape)
+    zbuf = torch.where(valid, z_sel, minus_one)
+    return idx4, zbuf, dists
 
 
 def naive_rasterize_points(
@@ -380,32 +379,28 @@ def splat(
 # helpers
 
 
-def _select_k(keys: torch.Tensor, ids: torch.Tensor, depth_bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sort hits by (pixel, depth) and rank them within their pixel.
+def _sort_by_pixel(pix: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stable sort of hits by pixel, and each hit's rank within its pixel.
 
-    The sort is stable and the hits arrive in ascending packed index (earlier merges first), so equal
-    depths keep ascending packed index: PyTorch3D's CPU tie rule.
+    The hits arrive in ascending (z, packed index) (earlier merges first), so stability keeps that order
+    inside each pixel.
     """
-    keys_s, perm = torch.sort(keys, stable=True)
-    ids_s = ids[perm]
-    pix = keys_s >> depth_bits
-    pos = torch.arange(keys_s.numel(), device=keys_s.device)
-    first = torch.ones_like(pix, dtype=torch.bool)
-    first[1:] = pix[1:] != pix[:-1]
+    pix_s, perm = torch.sort(pix, stable=True)
+    ids_s = ids.index_select(0, perm)
+    pos = torch.arange(pix_s.numel(), device=pix_s.device)
+    first = torch.ones_like(pix_s, dtype=torch.bool)
+    first[1:] = pix_s[1:] != pix_s[:-1]
     group_start = torch.where(first, pos, 0).cummax(0).values
-    return keys_s, ids_s, pos - group_start
+    return pix_s, ids_s, pos - group_start
 
 
-def _depth_keys(z: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Non-negative int64 keys ordered like z (for z >= 0, -0.0 equal to +0.0), and their bit width."""
-    if z.dtype in (torch.float32, torch.float16, torch.bfloat16):
-        # For non-negative IEEE floats the bit pattern is monotonic; + 0.0 maps -0.0 to +0.0.
-        bits = (z.float() + 0.0).view(torch.int32).long()
-        return bits.clamp(min=0), 31  # negative z (sign bit) is culled anyway
-    # Other dtypes: the rank in a stable depth sort (ties keep index order, as required).
-    order = torch.sort(z + 0.0, stable=True).indices
-    rank = torch.empty_like(order).scatter_(0, order, torch.arange(z.numel(), device=z.device))
-    return rank, max(1, int(z.numel()).bit_length())
+def _stable_depth_order(z: torch.Tensor) -> torch.Tensor:
+    """Permutation sorting depths z >= 0 ascending, ties kept in input order; -0.0 equals +0.0."""
+    z = z + 0.0
+    if z.dtype == torch.float32:
+        # Non-negative IEEE floats order like their bit patterns, and int32 sorts much faster than float.
+        return torch.sort(z.view(torch.int32), stable=True).indices
+    return torch.sort(z, stable=True).indices
 
 
 def _radius_sq(radius: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
