@@ -69,7 +69,8 @@ def _lightning_ckpt(official: dict[str, torch.Tensor], with_vit: bool = True) ->
 def test_lightning_ckpt_file_loads_strictly(tmp_path, official_d2, reference, image_32x48) -> None:
     path = tmp_path / "dino16_jbu_stack_cocostuff.ckpt"
     torch.save(_lightning_ckpt(official_d2), path)
-    model = load_featup_dino(path, depth=2)
+    model = load_featup_dino(path, depth=None)  # depth read from the checkpoint
+    assert len(model.featurizer.vit.blocks) == 2
     with torch.no_grad():
         torch.testing.assert_close(model(image_32x48), reference(image_32x48), atol=0, rtol=0)
 

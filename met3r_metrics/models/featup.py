@@ -389,6 +389,14 @@ def _read_source(source: str | os.PathLike[str], download: bool = True) -> Mappi
     return _read_file(_registry_file(s, download))
 
 
+def _vit_depth(sd: Mapping[str, Tensor]) -> int:
+    """Number of ViT blocks in a converted state dict (``featurizer.vit.blocks.N.*``)."""
+    ids = {int(k.split(".")[3]) for k in sd if k.startswith("featurizer.vit.blocks.")}
+    if not ids:
+        raise ValueError("depth=None: the checkpoint holds no ViT blocks to infer the depth from")
+    return max(ids) + 1
+
+
 def _strict_load(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
@@ -416,7 +424,7 @@ def load_featup_dino(
     source: str | os.PathLike[str] | Mapping[str, object] | None = None,
     *,
     use_norm: bool = True,
-    depth: int = 12,
+    depth: int | None = 12,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     dino_source: str | os.PathLike[str] | Mapping[str, object] | None = None,
@@ -431,7 +439,7 @@ def load_featup_dino(
             ``.ckpt``/``.pth``/``.safetensors`` file with FeatUp's official key names (``state_dict``
             nesting allowed); or an already loaded state dict.
         use_norm: FeatUp's ChannelNorm after the ViT (MEt3R: True).
-        depth: ViT depth (12 for the real checkpoint).
+        depth: ViT depth (12 for the real checkpoint); ``None`` reads it from the checkpoint.
         dino_source: where to take the 150 ViT tensors from when the FeatUp checkpoint lacks them
             (default: registry ``"dino_vits16"`` = ``dino_deitsmall16_pretrain.pth``). Unused otherwise.
         download: allow downloading registry/URL files that are not cached yet (offline, a missing file
@@ -450,6 +458,8 @@ def load_featup_dino(
             dino_source if isinstance(dino_source, Mapping) else _read_source(dino_source or REGISTRY_DINO, download)
         )
         sd.update(convert_dino_state_dict(dino_raw))
+    if depth is None:
+        depth = _vit_depth(sd)
     with torch.device("meta"):
         model = UpsampledDino(DinoFeaturizer(depth=depth, use_norm=use_norm), JBUStack(384))
     model.to_empty(device="cpu")  # every tensor is then overwritten by the strict load
