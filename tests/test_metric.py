@@ -202,16 +202,14 @@ def test_chunking_does_not_change_scores(kw: dict, seqs: torch.Tensor) -> None:
 
 
 def test_gradients_reach_images(kw: dict, seqs: torch.Tensor) -> None:
-    x = seqs.clone().requires_grad_(True)
-    met3r(x, **kw).sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    # through the Metric's forward (is_differentiable)
-    metric = MEt3R(**kw)
-    y = seqs.clone().requires_grad_(True)
-    value = metric(y)
+    # one pair keeps the backward through FeatUp + the renderer cheap
+    x = seqs[:1, :2].clone().requires_grad_(True)
+    assert met3r(x, **kw).requires_grad
+    metric = MEt3R(**kw)  # through the Metric's forward (is_differentiable)
+    value = metric(x)
     assert value.requires_grad
     value.backward()
-    assert y.grad.abs().sum() > 0
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     assert MEt3R.is_differentiable and not MEt3R.higher_is_better and not MEt3R.full_state_update
 
 
