@@ -118,7 +118,7 @@ def test_offline_error_names_file_and_prefetch_command(tmp_path, monkeypatch) ->
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from met3r_metrics.weights import WeightsNotFoundError
 
-    with pytest.raises(WeightsNotFoundError, match=r"dino16_jbu_stack_cocostuff\.ckpt.*met3r-download featup_dino16_jbu"):
+    with pytest.raises(WeightsNotFoundError, match=r"jbu_stack_cocostuff\.ckpt.*met3r-download featup_dino16_jbu"):
         load_featup_dino()
     with pytest.raises(WeightsNotFoundError, match=r"no_norm.*met3r-download featup_dino16_jbu_no_norm"):
         load_featup_dino(use_norm=False, download=False)

@@ -11,7 +11,6 @@ Parameter names follow the official DINO checkpoint under ``vit.`` (``vit.cls_to
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

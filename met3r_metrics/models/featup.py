@@ -358,7 +358,9 @@ def _read_url(url: str, download: bool = True) -> Mapping[str, object]:
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
     if not cached.is_file():
         if not download:
-            raise FileNotFoundError(f"{cached} is not cached and download=False; fetch {url} there or pass a local file")
+            raise FileNotFoundError(
+                f"{cached} is not cached and download=False; fetch {url} there or pass a local file"
+            )
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(cached), progress=False)
