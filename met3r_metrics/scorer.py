@@ -19,11 +19,9 @@ Networks are cached per process (:func:`get_scorer`), so metrics and functional 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,28 +60,6 @@ def _freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    if isinstance(sd, Mapping) and isinstance(sd.get("state_dict"), Mapping):
-        sd = sd["state_dict"]
-    return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-
-
-def _vit_depth(keys: Sequence[str]) -> int:
-    """Number of ViT blocks in a (FeatUp or DINO) state dict: 1 + the largest ``blocks.<n>`` index."""
-    depth = -1
-    for k in keys:
-        parts = k.split(".")
-        for a, b in zip(parts, parts[1:]):
-            if a == "blocks" and b.isdigit():
-                depth = max(depth, int(b))
-    return depth + 1
-
-
 def _load_stereo(backbone: str, weights: str | None, device: torch.device) -> nn.Module:
     from .weights import load_stereo_model  # lazy: no import-time cost, no downloads
 
@@ -94,14 +70,9 @@ def _load_stereo(backbone: str, weights: str | None, device: torch.device) -> nn
 def _load_features(upsampler: str, weights: str | None, device: torch.device) -> nn.Module:
     from .models.featup import UpsampledDino, build_upsampler, load_featup_dino
 
-    source: Any = weights
-    depth = 12
-    if weights is not None:
-        path = Path(os.fspath(weights)).expanduser()
-        if path.is_file():  # a local checkpoint may hold a cut-down ViT (the tiny test networks)
-            source = _read_state_dict(path)
-            depth = _vit_depth(list(source)) or 12
-    model = load_featup_dino(source, use_norm=True, depth=depth, device=device, dtype=torch.float32)
+    # depth=None: read the ViT depth from the checkpoint (local files may hold a cut-down ViT, e.g.
+    # the tiny test networks); the registry default is the full 12-block dino16.
+    model = load_featup_dino(weights, use_norm=True, depth=None, device=device, dtype=torch.float32)
     if upsampler != "featup":
         # the official non-FeatUp upsamplers keep FeatUp's DINO (+ ChannelNorm) and interpolate
         model = UpsampledDino(model.featurizer, build_upsampler(upsampler)).to(device)
