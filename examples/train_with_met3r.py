@@ -39,7 +39,7 @@ def main() -> None:
                         help="golden test data for --tiny (default: ../shared/golden beside the repository)")
     parser.add_argument("--out", type=Path, default=None, help="log directory (default: a temporary directory)")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--views", type=int, default=3, help="views per generated sample")
+    parser.add_argument("--views", type=int, default=None, help="views per generated sample (default: 2 with --tiny, else 4)")
     parser.add_argument("--variant", default="official", help="MEt3R variant (official | paper)")
     args = parser.parse_args()
 
@@ -56,16 +56,18 @@ def main() -> None:
         metric_kwargs = tiny_met3r_kwargs(args.golden_root, out / "tiny_met3r")
         fid_feature: int | torch.nn.Module = TinyFeatureExtractor(num_features=16, seed=0)
         data = ToyImageDataset(n=8, size=64, seed=0)
+        views, max_samples = args.views or 2, 4  # CPU-sized: 4 pairs per evaluation
     else:
         metric_kwargs = {"variant": args.variant}
         fid_feature = 2048  # Inception pool features: needs torch-fidelity
         data = ToyImageDataset(n=32, size=256, seed=0)
+        views, max_samples = args.views or 4, 32
 
     callback = MEt3RCallback(
         metric_kwargs=metric_kwargs,
         fid_feature=fid_feature,
-        every_n_epochs=1,
-        max_samples=8,  # sampled sequences per evaluation, over all ranks
+        every_n_epochs=2 if args.tiny else 1,  # --tiny: evaluate at the end of epoch 2 only
+        max_samples=max_samples,  # sampled sequences per evaluation, over all ranks
         num_plot_pairs=2,
     )
     trainer = Trainer(
@@ -83,7 +85,7 @@ def main() -> None:
     )
     start = time.perf_counter()
     trainer.fit(
-        ToyViewGenerator(num_views=args.views),
+        ToyViewGenerator(num_views=views),
         DataLoader(data, batch_size=4, shuffle=True),
         DataLoader(data, batch_size=4),
     )

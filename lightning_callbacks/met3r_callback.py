@@ -285,6 +285,25 @@ class MEt3RCallback(Callback):
             keys = "|".join(re.escape(repr(k)) for k in self.log_keys.values())
             warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\(({keys})")
 
+    def _build_networks(self, device: torch.device) -> None:
+        """Move the metrics to ``device`` and build MEt3R's frozen networks there.
+
+        Built with inference mode switched off: validation runs under ``torch.inference_mode``,
+        and networks created there would hold inference tensors, unusable with autograd by any
+        later user of met3r_metrics' per-process network cache.
+        """
+        self.met3r_metric.to(device)
+        if self.fid_metric is not None:
+            self.fid_metric.to(device)
+        with torch.inference_mode(False), torch.no_grad():
+            _ = self.met3r_metric.scorer  # property: builds (or fetches) the networks on device
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # pl_module is on its final device now; build the networks before the first training
+        # step so missing weights fail here, not after the first epoch.
+        if self.met3r_metric is not None:
+            self._build_networks(pl_module.device)
+
     # ------------------------------------------------------------------ per evaluation
     def _should_run(self, trainer: Trainer) -> bool:
         if trainer.sanity_checking:
@@ -308,10 +327,9 @@ class MEt3RCallback(Callback):
             else _rank_quota(self.max_samples, trainer.world_size, trainer.global_rank)
         )
         # Owned by the callback, so they follow pl_module.device by hand.
-        self.met3r_metric.to(pl_module.device)
+        self._build_networks(pl_module.device)
         self.met3r_metric.reset()
         if self.fid_metric is not None:
-            self.fid_metric.to(pl_module.device)
             # reset() keeps the real statistics when reset_real_features=False.
             self.fid_metric.reset()
 

@@ -205,6 +205,19 @@ def test_missing_sampler_fails_at_setup(tmp_path: Path, tiny_kwargs: dict) -> No
     assert NoSampler.steps == 0  # raised before the first training step
 
 
+def test_validate_ignores_epoch_gating_and_builds_normal_tensors(tmp_path: Path, tiny_kwargs: dict) -> None:
+    """trainer.validate always evaluates; networks built during validation are not inference tensors."""
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid=False, every_n_epochs=5, max_samples=1,
+                             num_plot_pairs=0)
+    _, val = _loaders(n=2, batch_size=1)
+    trainer = _trainer(tmp_path, [callback])
+    trainer.validate(ToyViewGenerator(num_views=2), val)
+    assert math.isfinite(float(trainer.callback_metrics["val/met3r"]))
+    assert int(callback.met3r_metric.compute_details()["num_sequences"]) == 1
+    params = list(callback.met3r_metric.scorer.parameters()) + list(callback.met3r_metric.scorer.buffers())
+    assert params and not any(p.is_inference() for p in params)
+
+
 # ----------------------------------------------------------------------------- numerics
 def test_metric_runs_fp32_without_autocast(tiny_kwargs: dict) -> None:
     """Views sampled under bf16 autocast are scored exactly as fp32 views outside autocast."""
