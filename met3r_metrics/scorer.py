@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -261,6 +262,13 @@ class MEt3RScorer(nn.Module):
         """
         s = self.settings
         b, v, _, h, w = images.shape
+        if h != w and isinstance(s["img_size"], int):
+            warnings.warn(
+                f"MEt3R: non-square input {h}x{w} is rendered on a square {s['img_size']}x{s['img_size']} grid "
+                "(the official behaviour, which distorts the render); pass img_size=None to render at the "
+                "input size",
+                stacklevel=3,
+            )
         if pairs is None:
             pairs = make_pairs(v, s["pairing"])
         pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
