@@ -282,6 +282,48 @@ def test_ddp_two_processes_equal_one(tmp_path: Path, tiny_kwargs: dict) -> None:
     assert single_ranks["rank0"]["num_sequences"] == ddp_ranks["rank0"]["num_sequences"] == 4
 
 
+# ----------------------------------------------------------------------------- figure sinks
+def test_send_figure_to_tensorboard_wandb_style_and_others() -> None:
+    """TensorBoard gets add_figure, W&B-style loggers an RGB array, others nothing; errors warn."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from matplotlib.figure import Figure
+
+    from lightning_callbacks.met3r_callback import _send_figure
+
+    class _Recorder:
+        def __init__(self) -> None:
+            self.calls: list = []
+
+        def add_figure(self, tag, figure, global_step=None, close=True) -> None:
+            self.calls.append((tag, figure, global_step, close))
+
+    class _FakeTensorBoard(TensorBoardLogger):  # tensorboard itself is not installed here
+        recorder = _Recorder()
+
+        @property
+        def experiment(self):
+            return self.recorder
+
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().plot([0, 1])
+    tb = _FakeTensorBoard.__new__(_FakeTensorBoard)  # skip __init__ (needs tensorboard)
+    assert _send_figure(tb, "val/met3r_pairs", fig, 7)
+    assert tb.recorder.calls == [("val/met3r_pairs", fig, 7, False)]
+
+    images = _ImageLogger()
+    assert _send_figure(images, "k", fig, 3)
+    assert images.images == [("k", 3, (100, 200, 3))]
+
+    assert not _send_figure(CSVLogger("unused"), "k", fig, 0)
+
+    class _Broken(_ImageLogger):
+        def log_image(self, *args, **kwargs) -> None:
+            raise RuntimeError("offline")
+
+    with pytest.warns(UserWarning, match="offline"):
+        assert not _send_figure(_Broken(), "k", fig, 0)
+
+
 # ----------------------------------------------------------------------------- helpers
 def test_helpers_and_argument_checks() -> None:
     t = torch.zeros(2, 3, 4, 4)
