@@ -26,7 +26,6 @@ Lightning would at best be a wasted collective (mean of equal numbers) and at wo
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
