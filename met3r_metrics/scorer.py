@@ -235,6 +235,11 @@ class MEt3RScorer(nn.Module):
             out["renders"] = renders
         return out
 
+    def _net_precision(self, device: torch.device) -> Any:
+        """bfloat16 autocast for the networks when ``precision="bf16"``; float32 otherwise."""
+        bf16 = self.settings["precision"] == "bf16"
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
     # -- sequences ---------------------------------------------------------------------------------
     def score_sequences(
         self,
@@ -252,6 +257,10 @@ class MEt3RScorer(nn.Module):
             pairs: (P, 2) index pairs (i, j); default from ``settings["pairing"]``.
             return_maps: also return score maps and overlap masks (B, P, h, w).
             return_renders: also return the renders (B, P, 2, C, h, w) of the forward direction.
+
+        Numerics: everything runs with autocast disabled (a caller's autocast does not leak in);
+        with ``settings["precision"] == "bf16"`` the networks (encoder, decoder, DINO, JBU) run
+        under bfloat16 autocast, and geometry glue, splatting and distances stay in float32.
 
         Returns:
             dict with ``pair_scores`` (B, P) (NaN where a pair has no overlap and
@@ -293,16 +302,18 @@ class MEt3RScorer(nn.Module):
                 need = sorted({(bi, fv) for bi, _, _, fa, fb in chunk for fv in (fa, fb)} - set(cache))
                 if need:
                     frames = torch.stack([images[bi, fv] for bi, fv in need])
-                    feats = self.frame_features(frames)
-                    tok, pos, shape = self.encode(frames)
+                    with self._net_precision(images.device):
+                        feats = self.frame_features(frames).float()
+                        tok, pos, shape = self.encode(frames)
                     for k, key in enumerate(need):
                         cache[key] = (feats[k], tok[k], pos[k])
                 ka = [(bi, fa) for bi, _, _, fa, _ in chunk]
                 kb = [(bi, fb) for bi, _, _, _, fb in chunk]
-                pts, conf = self.decode(
-                    torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][2] for k in ka]),
-                    torch.stack([cache[k][1] for k in kb]), torch.stack([cache[k][2] for k in kb]), shape,
-                )
+                with self._net_precision(images.device):
+                    pts, conf = self.decode(
+                        torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][2] for k in ka]),
+                        torch.stack([cache[k][1] for k in kb]), torch.stack([cache[k][2] for k in kb]), shape,
+                    )
                 feats2 = torch.stack(
                     [torch.stack((cache[a][0], cache[bk][0])) for a, bk in zip(ka, kb)]
                 )

@@ -45,6 +45,7 @@ DISTANCES = ("cosine", "mse", "rmse", "psnr", "ssim")
 UPSAMPLERS = ("featup", "nearest", "bilinear", "bicubic")
 FEATURE_BACKBONES = ("dino16",)
 FOCAL_CONVENTIONS = ("official", "pinhole")
+PRECISIONS = ("fp32", "bf16")
 
 _COMMON: dict[str, Any] = {
     # geometry network: registry name / alias; weights=None -> the registry's checkpoint for it
@@ -71,6 +72,9 @@ _COMMON: dict[str, Any] = {
     "nan_on_no_overlap": True,
     # directed pairs per network chunk (memory knob, does not change the numbers)
     "batch_size": 8,
+    # networks in float32 (parity) or under bfloat16 autocast (opt-in speed); geometry glue,
+    # splatting and distances always run in float32
+    "precision": "fp32",
 }
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -120,7 +124,7 @@ def resolve_settings(variant: str | Mapping[str, Any] = "official", **overrides:
         **overrides: any key of :data:`VARIANTS` ``["official"]`` (backbone, backbone_weights,
             feature_backbone, feature_weights, upsampler, distance, img_size, symmetric, pairing,
             radius, points_per_pixel, focal_convention, cosine_eps, mask_eps, nan_on_no_overlap,
-            batch_size). ``None`` values for keys whose default is not ``None`` are ignored, so
+            batch_size, precision). ``None`` values for keys whose default is not ``None`` are ignored, so
             callers can forward optional arguments unchanged.
 
     Returns:
@@ -172,6 +176,8 @@ def resolve_settings(variant: str | Mapping[str, Any] = "official", **overrides:
             raise _err(key, "a bool", s[key])
     if s["pairing"] not in PAIRINGS:
         raise _err("pairing", f"one of {PAIRINGS}", s["pairing"])
+    if s["precision"] not in PRECISIONS:
+        raise _err("precision", f"one of {PRECISIONS}", s["precision"])
     if s["focal_convention"] not in FOCAL_CONVENTIONS:
         raise _err("focal_convention", f"one of {FOCAL_CONVENTIONS}", s["focal_convention"])
     for key in ("radius", "cosine_eps", "mask_eps"):

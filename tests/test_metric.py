@@ -248,3 +248,13 @@ def test_import_has_no_side_effects() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_bf16_precision_is_opt_in_and_close(kw: dict, seqs: torch.Tensor) -> None:
+    x = seqs[:1, :2]
+    ref = met3r(x, **kw)
+    # a caller's autocast does not leak into the default (fp32) path
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(met3r(x, **kw), ref)
+    low = met3r(x, precision="bf16", **kw)
+    assert low.dtype == torch.float32 and (low - ref).abs().max().item() < 0.05
