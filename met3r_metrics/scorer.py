@@ -295,6 +295,11 @@ class MEt3RScorer(nn.Module):
         cache: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]] = {}
         results: dict[tuple[int, int, int], dict[str, Tensor]] = {}
         shape = (h, w)
+        keep = {"score", "overlap"}
+        if return_maps:
+            keep |= {"score_map", "overlap_mask"}
+        if return_renders:
+            keep.add("renders")
 
         with torch.autocast(device_type=images.device.type, enabled=False):
             for start in range(0, len(items), s["batch_size"]):
@@ -318,6 +323,8 @@ class MEt3RScorer(nn.Module):
                     [torch.stack((cache[a][0], cache[bk][0])) for a, bk in zip(ka, kb)]
                 )
                 out = self.render_pairs(pts, conf, feats2, return_renders=return_renders)
+                # keep only what is returned: maps of long sequences would otherwise pile up
+                out = {k: t for k, t in out.items() if k in keep}
                 for k, (bi, pi, d, fa, fb) in enumerate(chunk):
                     results[(bi, pi, d)] = {name: t[k] for name, t in out.items()}
                     for key in ((bi, fa), (bi, fb)):
