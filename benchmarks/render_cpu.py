@@ -238,6 +238,7 @@ def markdown(res: dict) -> str:
         mem = t["peak_memory"]
         lines.append(
             f"| {threads} | {t['project']['median_s'] * 1e3:.1f} ms | {t['rasterize']['median_s'] * 1e3:.0f} ms "
+            f"(min {t['rasterize']['min_s'] * 1e3:.0f}) "
             f"| {t['rasterize_per_cloud_s'] * 1e3:.0f} ms | {t['composite_C384']['median_s'] * 1e3:.0f} ms "
             f"| {t['composite_C3']['median_s'] * 1e3:.1f} ms | {t['splat_C384']['median_s'] * 1e3:.0f} ms "
             f"| {t['speedup_rasterize_vs_pytorch3d']:.0f}x | {t['speedup_render_C384_vs_pytorch3d']:.1f}x "
@@ -250,7 +251,10 @@ def markdown(res: dict) -> str:
         f"Workload: 2 clouds x {w['points_per_cloud']:,} points, C = {w['features']}, {w['image'][0]}x{w['image'][1]}, "
         f"r = {w['radius_ndc']}, K = {w['points_per_pixel']}; coverage {w['coverage_per_cloud'][0]:.3f} / "
         f"{w['coverage_per_cloud'][1]:.3f}, overlap {w['overlap_fraction']:.3f}, {w['hits_kept']:,} kept hits, "
-        f"max {w['max_hits_per_pixel']} per pixel. Medians of wall-clock runs.",
+        f"max {w['max_hits_per_pixel']} per pixel. Medians of wall-clock runs (warm-up excluded). The machine has "
+        "2 vCPUs shared with other jobs: with 2 torch threads it is oversubscribed whenever another job runs, and "
+        "OpenMP threads then stall each other, so the 1-thread row is the meaningful one (it is also how the "
+        "PyTorch3D CPU kernel runs: a plain single-threaded loop).",
         "",
         f"PyTorch3D 0.7.9 naive CPU (1 thread, same machine, from the golden timings): rasterize "
         f"{p3d['rasterize_per_cloud_s']:.2f} s per cloud ({p3d['rasterize_pair_s']:.1f} s per pair), composite C=384 "

@@ -324,8 +324,8 @@ def alpha_composite(
     count = valid.sum(1)
     order = torch.argsort(count, descending=True, stable=True)
     filled = (count[None, :] > torch.arange(K, device=count.device)[:, None]).sum(1).tolist()  # host sync
-    idx_o = idx2[order]
-    w_o = w[order]
+    idx_o = idx2.index_select(0, order)
+    w_o = w.index_select(0, order)
     if block_rows is None:
         block_rows = max(256, (1 << 19) // max(1, C)) if feats.device.type == "cpu" else max(1, M)
 
