@@ -34,7 +34,8 @@ __all__ = [
 _WINDOW_SLACK_PX = 0.01
 
 # Default work-chunk size (candidate point-pixel pairs per chunk, and pending hits before a merge).
-# About 40 bytes of temporaries per candidate, so ~80 MiB peak at this size.
+# Measured peak extra memory on CPU: ~130 MiB for a MEt3R pair at 256^2 (outputs included), ~460 MiB
+# at radius 0.05 where merges kick in; it stays flat as the radius grows further.
 _DEFAULT_CHUNK = 1 << 21
 
 
@@ -116,6 +117,10 @@ def rasterize_points(
         squared NDC distance; slots sorted by ascending (z, packed index), -1 in all three where empty.
         zbuf and dists are differentiable with respect to ``ndc`` (like PyTorch3D); idx is not.
 
+    Cost: O(points x window) hit tests, window = (floor(r*S + 0.02) + 1)^2 pixels (9 at S=256, r=0.01),
+    plus a sort of the hits. Memory is bounded by ``chunk_size`` whatever the radius: pending hits are
+    merged down to K per pixel whenever they exceed it.
+
     Host syncs: one to count the points whose disc can touch the image (sizes the chunk loop), one per
     chunk to compact its hits, and one per intermediate merge when the hits exceed ``chunk_size``.
     """
@@ -127,8 +132,6 @@ def rasterize_points(
     device = ndc.device
     S = min(H, W)
     num_slots = B * H * W * K
-    if B * H * W * K >= 1 << 62:
-        raise ValueError("output too large")
     if N == 0:
         empty = torch.full((B, H, W, K), -1, dtype=torch.int64, device=device)
         return empty, empty.to(ndc.dtype), empty.to(ndc.dtype)
