@@ -167,7 +167,8 @@ class MEt3RScorer(nn.Module):
         self, tok1: Tensor, pos1: Tensor, tok2: Tensor, pos2: Tensor, shape: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
         """Decoder + heads on encoded pairs -> point maps (n, 2, H, W, 3) in view 1's frame, conf (n, 2, H, W)."""
-        res1, res2 = self.stereo.decode_heads(tok1, pos1, shape, tok2, pos2, shape)
+        # MEt3R needs pts3d and conf only: MASt3R's descriptor MLP is skipped (same pts3d/conf)
+        res1, res2 = self.stereo.decode_heads(tok1, pos1, shape, tok2, pos2, shape, descriptors=False)
         pts = torch.stack((res1["pts3d"], res2["pts3d_in_other_view"]), dim=1).float()
         conf = torch.stack((res1["conf"], res2["conf"]), dim=1).float()
         return pts, conf

@@ -170,6 +170,21 @@ def test_split_api_equals_forward(case):
     compare_outputs(res1, res2, "mast3r_catmlpdpt_tiny", case)
 
 
+@pytest.mark.parametrize("cfg", ["mast3r_catmlpdpt_tiny", "dust3r_dpt_tiny"])
+def test_descriptors_off_keeps_points_and_conf(cfg):
+    """MEt3R skips MASt3R's descriptor MLP: pts3d/conf must be bitwise those of the full heads."""
+    model = golden_model(cfg)
+    img1, img2 = views("sq64")
+    with torch.no_grad():
+        enc1, enc2 = model.encode(img1), model.encode(img2)
+        full1, full2 = model.decode_heads(*enc1, *enc2)
+        lite1, lite2 = model.decode_heads(*enc1, *enc2, descriptors=False)
+    assert set(lite1) == {"pts3d", "conf"} and set(lite2) == {"pts3d_in_other_view", "conf"}
+    for full, lite in ((full1, lite1), (full2, lite2)):
+        for k in lite:
+            assert torch.equal(full[k], lite[k]), k
+
+
 def test_official_view_dicts_accepted():
     model = golden_model("dust3r_linear_tiny")
     img1, img2 = views("sq64")

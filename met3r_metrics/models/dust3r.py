@@ -134,7 +134,9 @@ class LinearPts3d(nn.Module):
         self.depth_mode, self.conf_mode = depth_mode, conf_mode
         self.proj = nn.Linear(dec_dim, (3 + int(bool(conf_mode))) * patch_size**2)
 
-    def forward(self, decout: Sequence[torch.Tensor], image_size: TrueShape) -> dict[str, torch.Tensor]:
+    def forward(
+        self, decout: Sequence[torch.Tensor], image_size: TrueShape, descriptors: bool = True
+    ) -> dict[str, torch.Tensor]:
         H, W = image_size
         tokens = decout[-1]
         B = tokens.shape[0]
@@ -153,7 +155,9 @@ class DPTPts3d(nn.Module):
         self.depth_mode, self.conf_mode = depth_mode, conf_mode
         self.dpt = DPTHeadAdapter(dim_tokens, hooks, num_channels=3 + int(bool(conf_mode)), **dpt_widths)
 
-    def forward(self, decout: Sequence[torch.Tensor], image_size: TrueShape) -> dict[str, torch.Tensor]:
+    def forward(
+        self, decout: Sequence[torch.Tensor], image_size: TrueShape, descriptors: bool = True
+    ) -> dict[str, torch.Tensor]:
         return _postprocess(self.dpt(decout, image_size), self.depth_mode, self.conf_mode)
 
 
@@ -178,9 +182,14 @@ class CatMLPDPTPts3dDesc(nn.Module):
         idim = enc_dim + dec_dim
         self.head_local_features = Mlp(idim, int(4 * idim), (desc_dim + int(two_confs)) * patch_size**2)
 
-    def forward(self, decout: Sequence[torch.Tensor], image_size: TrueShape) -> dict[str, torch.Tensor]:
+    def forward(
+        self, decout: Sequence[torch.Tensor], image_size: TrueShape, descriptors: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """``descriptors=False`` skips the local-feature MLP (MEt3R uses only pts3d and conf)."""
         H, W = image_size
         raw = self.dpt(decout, image_size)  # no postprocess yet: the descriptors are appended first
+        if not descriptors:
+            return _postprocess(raw, self.depth_mode, self.conf_mode)
         cat = torch.cat([decout[0], decout[-1]], dim=-1)
         B = cat.shape[0]
         local = self.head_local_features(cat).transpose(-1, -2)
@@ -378,14 +387,16 @@ class AsymmetricCroCo3DStereo(nn.Module):
 
     def run_heads(
         self, decout1: Sequence[torch.Tensor], shape1: TrueShape, decout2: Sequence[torch.Tensor], shape2: TrueShape,
+        *, descriptors: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Heads on decoder lists. Like the official code they run with autocast off, in the heads' own dtype
-        (float32 for a float32 model, even if the backbone ran in bf16/fp16 under autocast)."""
+        (float32 for a float32 model, even if the backbone ran in bf16/fp16 under autocast).
+        ``descriptors=False`` leaves out MASt3R's ``desc``/``desc_conf`` (and their MLP's cost)."""
         dtype = next(self.downstream_head1.parameters()).dtype
         device_type = decout1[0].device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            res1 = self.downstream_head1([t.to(dtype) for t in decout1], shape1)
-            res2 = self.downstream_head2([t.to(dtype) for t in decout2], shape2)
+            res1 = self.downstream_head1([t.to(dtype) for t in decout1], shape1, descriptors)
+            res2 = self.downstream_head2([t.to(dtype) for t in decout2], shape2, descriptors)
         res2["pts3d_in_other_view"] = res2.pop("pts3d")
         return res1, res2
 
@@ -393,12 +404,14 @@ class AsymmetricCroCo3DStereo(nn.Module):
         self,
         tokens1: torch.Tensor, pos1: torch.Tensor, shape1: TrueShape | torch.Tensor,
         tokens2: torch.Tensor, pos2: torch.Tensor, shape2: TrueShape | torch.Tensor,
+        *, descriptors: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Decoder + heads on two encoded views (outputs of :meth:`encode`) -> (res1, res2) as :meth:`forward`."""
+        """Decoder + heads on two encoded views (outputs of :meth:`encode`) -> (res1, res2) as :meth:`forward`.
+        ``descriptors=False``: MASt3R's descriptor head is skipped (pts3d and conf are unchanged)."""
         shape1 = self._true_shape(shape1, tokens1, "shape1")
         shape2 = self._true_shape(shape2, tokens2, "shape2")
         decout1, decout2 = self.decode(tokens1, pos1, tokens2, pos2)
-        return self.run_heads(decout1, shape1, decout2, shape2)
+        return self.run_heads(decout1, shape1, decout2, shape2, descriptors=descriptors)
 
     def forward(
         self, img1: torch.Tensor | Mapping[str, Any], img2: torch.Tensor | Mapping[str, Any],
