@@ -34,7 +34,6 @@ from benchmarks.synthetic import build_scorer, random_networks, smooth_surface_p
 from met3r_metrics.distances import pair_scores  # noqa: E402
 from met3r_metrics.geometry import canonical_pointmap, estimate_focal, focal_to_ndc  # noqa: E402
 from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points, rasterize_points  # noqa: E402
-from met3r_metrics.scorer import MEt3RScorer  # noqa: E402
 
 GiB = 1024**3
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -141,7 +140,9 @@ def stages(nets, size: int, batch: int, mode: str) -> dict:
         with scorer._net_precision(DEV):
             out["encoder"] = event_ms(lambda: stereo.encode(frames))
             tok, pos, shape = stereo.encode(frames)
-            out["decoder+heads"] = event_ms(lambda: MEt3RScorer.decode(scorer, tok[:batch], pos[:batch], tok[batch:], pos[batch:], shape))
+            out["decoder"] = event_ms(lambda: stereo.decode(tok[:batch], pos[:batch], tok[batch:], pos[batch:]))
+            d1, d2 = stereo.decode(tok[:batch], pos[:batch], tok[batch:], pos[batch:])
+            out["heads"] = event_ms(lambda: stereo.run_heads(d1, shape, d2, shape, descriptors=False))
             out["features (DINO)"] = event_ms(lambda: feats.featurizer(x01))
             lr = feats.featurizer(x01)
             out["upsampler (JBU)"] = event_ms(lambda: feats.upsampler(lr, x01))
