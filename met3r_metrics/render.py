@@ -309,7 +309,19 @@ def alpha_composite(
         (``torch.channels_last`` memory format); call ``.contiguous()`` if NCHW storage is needed.
 
     Host sync: one, to read the number of filled pixels per slot (K integers).
+
+    Path: when :func:`met3r_metrics.kernels.should_use` holds (CUDA tensors, triton importable, no autograd
+    needed, ``MET3R_DISABLE_TRITON`` != "1", switch on) and the features are float32/float16/bfloat16, a fused
+    Triton kernel (same weights, same k order, float32 accumulation, no host sync; ``block_rows`` ignored;
+    equal up to float32 rounding). Otherwise the exact PyTorch code below (bit-exact to PyTorch3D on CPU).
     """
+    if features.is_cuda and features.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        from . import kernels
+
+        if kernels.should_use(idx, dists, features):
+            from .kernels.composite_triton import alpha_composite_triton
+
+            return alpha_composite_triton(idx, dists, features, radius, background)
     if idx.dim() != 4 or dists.shape != idx.shape:
         raise ValueError(f"idx and dists must both be (B, H, W, K), got {tuple(idx.shape)} and {tuple(dists.shape)}")
     B, H, W, K = idx.shape

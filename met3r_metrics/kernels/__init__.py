@@ -1,0 +1,76 @@
+"""Optional fused Triton kernels for CUDA inference (adaptive convolution, JBU range logits, alpha compositing).
+
+The exact PyTorch paths in :mod:`met3r_metrics.models.adaptive_conv`, :mod:`met3r_metrics.models.featup`
+and :mod:`met3r_metrics.render` stay the default everywhere and are the reference. A fused kernel runs only
+when :func:`should_use` says so:
+
+* every tensor involved is on a CUDA device,
+* ``triton`` imports (it is imported lazily, on the first CUDA call only; the package works without it),
+* no autograd is needed (``torch.is_grad_enabled()`` is False or no input requires grad),
+* the environment variable ``MET3R_DISABLE_TRITON`` is not ``"1"`` (read at each call),
+* the module switch is on (:func:`set_enabled`; default on).
+
+Each dispatching function documents which path runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use"]
+
+_ENABLED = True
+
+
+def set_enabled(flag: bool) -> None:
+    """Module-level switch for the fused kernels (benchmarks compare with ``set_enabled(False)``)."""
+    global _ENABLED
+    _ENABLED = bool(flag)
+
+
+def is_enabled() -> bool:
+    """The switch is on and ``MET3R_DISABLE_TRITON`` is not ``"1"``."""
+    return _ENABLED and os.environ.get("MET3R_DISABLE_TRITON", "") != "1"
+
+
+@contextmanager
+def enabled(flag: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_enabled` (restores the previous value)."""
+    prev = _ENABLED
+    set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(prev)
+
+
+@functools.lru_cache(maxsize=None)
+def triton_importable() -> bool:
+    """Whether ``import triton`` works (cached; imported on first call only)."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # ImportError, or a broken install
+        return False
+    return True
+
+
+def triton_available(device: torch.device | str) -> bool:
+    """Fused kernels can run for tensors on ``device``: a CUDA device and triton importable."""
+    return torch.device(device).type == "cuda" and triton_importable()
+
+
+def should_use(*tensors: torch.Tensor) -> bool:
+    """Dispatch rule shared by all hooks (see the module docstring)."""
+    if not is_enabled():
+        return False
+    if not all(t.device.type == "cuda" for t in tensors):
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return triton_importable()
