@@ -103,11 +103,31 @@ def adaptive_conv_taps(input: Tensor, taps: Tensor, kernel_size: int | tuple[int
 
     Returns:
         (B, C, H_out, W_out).
+
+    Path: with autograd needed (grad mode on and an input requiring grad) -> :class:`AdaptiveConvFunction`
+    (exact PyTorch forward and backward). Otherwise, when :func:`met3r_metrics.kernels.should_use` holds
+    (CUDA tensors, triton importable, ``MET3R_DISABLE_TRITON`` != "1", switch on) and both dtypes are
+    float32/float16/bfloat16 -> the fused Triton kernel (float32 accumulation, same tap order; equal to
+    the exact path up to float32 rounding; contiguous output). Else the exact PyTorch ``_forward``.
     """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if torch.is_grad_enabled() and (input.requires_grad or taps.requires_grad):
         return AdaptiveConvFunction.apply(input, taps, kh, kw)
+    if input.is_cuda and _use_triton(input, taps):
+        from ..kernels.adaptive_conv_triton import adaptive_conv_taps_triton
+
+        _check(input, taps, kh, kw)
+        return adaptive_conv_taps_triton(input, taps, kh, kw)
     return _forward(input, taps, kh, kw)
+
+
+def _use_triton(input: Tensor, taps: Tensor) -> bool:
+    from .. import kernels
+
+    return input.dtype in _TRITON_DTYPES and taps.dtype in _TRITON_DTYPES and kernels.should_use(input, taps)
+
+
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def adaptive_conv(input: Tensor, filters: Tensor) -> Tensor:

@@ -17,7 +17,6 @@ prefix). ``UpsampledDino`` maps official keys as ``model.0.model.* -> featurizer
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -110,14 +109,24 @@ class JBULearnedRange(nn.Module):
 
         Computed tap by tap on shifted slices of the reflect-padded projection, so the (B, 32*49, GH, GW)
         unfold tensor of the official code is never built.
+
+        Path: the 49 logits come from a fused Triton kernel (one read of the projection, float32
+        accumulation) when :func:`met3r_metrics.kernels.should_use` holds (CUDA, triton importable, no
+        autograd needed, ``MET3R_DISABLE_TRITON`` != "1", switch on), the projection is float32/16/bf16 and
+        has <= 64 channels; otherwise the exact PyTorch loop. Temperature and softmax are torch in both.
         """
         proj = self.range_proj(guidance)
         gh, gw = proj.shape[-2:]
         r, k = self.radius, self.diameter
         padded = F.pad(proj, (r, r, r, r), mode="reflect")
-        logits = torch.stack(
-            [(padded[:, :, i : i + gh, j : j + gw] * proj).sum(1) for i in range(k) for j in range(k)], dim=1
-        )
+        if proj.is_cuda and _use_triton_range(padded, proj):
+            from ..kernels.adaptive_conv_triton import range_logits_triton
+
+            logits = range_logits_triton(padded, proj, k)
+        else:
+            logits = torch.stack(
+                [(padded[:, :, i : i + gh, j : j + gw] * proj).sum(1) for i in range(k) for j in range(k)], dim=1
+            )
         temp = torch.exp(self.range_temp).clamp(min=1e-4, max=1e4)
         return torch.softmax(logits * temp, dim=1)
 
@@ -134,6 +143,13 @@ class JBULearnedRange(nn.Module):
         hr = F.interpolate(source, (gh, gw), mode="bicubic", align_corners=False)
         hr = F.pad(hr, (self.radius,) * 4, mode="reflect")
         return adaptive_conv_taps(hr, kernel, self.diameter)
+
+
+def _use_triton_range(padded: Tensor, proj: Tensor) -> bool:
+    from .. import kernels
+
+    ok = (torch.float32, torch.float16, torch.bfloat16)
+    return proj.dtype in ok and padded.dtype in ok and proj.shape[1] <= 64 and kernels.should_use(padded, proj)
 
 
 def _check_pair(lr_feats: Tensor, guidance: Tensor, who: str) -> None:
@@ -332,21 +348,22 @@ def _registry_file(name: str, download: bool = True) -> Path:
 
 
 def _read_file(path: Path) -> Mapping[str, object]:
+    """Local file -> flat dict of its tensors (``state_dict`` unwrapped), never unpickling foreign code.
+
+    ``.safetensors`` via safetensors; anything else via :func:`met3r_metrics.weights.read_checkpoint_tensors`:
+    ``torch.load(weights_only=True)``, and when that refuses the pickled non-tensor entries of a Lightning
+    checkpoint (``hyper_parameters``, ``callbacks``, ``loops``...), a restricted unpickler that replaces them
+    by inert stubs (with a ``CheckpointStubWarning``). Tensors needing a non-allow-listed class still fail.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    try:
-        # weights_only=True always: a checkpoint is data, never code.
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(
-            f"{path}: torch.load(weights_only=True) refused a non-tensor object in this checkpoint ({exc}). "
-            "If you trust the file, allow the named class with torch.serialization.add_safe_globals([...]) "
-            "or re-save only its tensors, e.g. torch.save(ckpt['state_dict'], 'weights.pth')."
-        ) from exc
+    from met3r_metrics.weights import read_checkpoint_tensors
+
+    return read_checkpoint_tensors(path, key="state_dict")
 
 
 def _read_url(url: str, download: bool = True) -> Mapping[str, object]:
