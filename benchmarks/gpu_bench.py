@@ -117,8 +117,7 @@ def backbone_flops(stereo, size: int) -> float:
 # ------------------------------------------------------------------------------------------------
 def e2e(nets, variant: str, size: int, batch: int, mode: str, synthetic: bool = True) -> dict:
     over = set_precision(mode)
-    dirs = 2 if variant == "paper" else 1
-    scorer = build_scorer(variant, *nets, synthetic, batch_size=batch * dirs, **over)
+    scorer = build_scorer(variant, *nets, synthetic, **over)  # library default chunking (batch_size setting)
     images = rand_images(batch, 2, 3, size, size)
     r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
     scores = scorer.score_sequences(images, [(0, 1)])["pair_scores"].flatten()
@@ -173,7 +172,7 @@ def baseline_rows(nets, size: int, batch: int, reps_budget: float = 3.0) -> dict
             "ms_per_pair": 1e3 * r["median_s"] / batch, **r}
 
 
-def sequence_rows(nets, frames: int, mode: str, batch: int = 16, with_baseline: bool = True) -> dict:
+def sequence_rows(nets, frames: int, mode: str, batch: int = 8, with_baseline: bool = True) -> dict:
     over = set_precision(mode)
     scorer = build_scorer("official", *nets, True, batch_size=batch, **over)
     seq = rand_images(1, frames, 3, 256, 256)
