@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +39,16 @@ from .model_args import inference_kwargs, parse_model_call
 __all__ = [
     "CHECKPOINTS",
     "CheckpointInfo",
+    "CheckpointStubWarning",
+    "PickleStub",
     "WeightsNotFoundError",
     "checkpoint_file",
     "hub_cache_dir",
     "load_stereo_model",
     "load_stereo_state_dict",
     "map_official_state_dict",
+    "read_checkpoint_tensors",
+    "restricted_allow_list",
     "safe_torch_load",
     "save_stereo_files",
     "torch_hub_checkpoint_dir",
@@ -309,18 +315,280 @@ def checkpoint_file(name: str, *, download: bool = True) -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def safe_torch_load(path: str | os.PathLike, safe_globals: Iterable[Any] = ()) -> Any:
+def safe_torch_load(
+    path: str | os.PathLike, safe_globals: Iterable[Any] = (), *, stub_unknown: bool = False,
+) -> Any:
     """``torch.load(..., weights_only=True)`` on CPU with extra allow-listed globals (memory-mapped when possible).
 
-    Never falls back to full unpickling: a file that needs other classes fails with torch's UnpicklingError.
+    Never falls back to full unpickling. Without ``stub_unknown`` a file that needs other classes fails with
+    torch's ``UnpicklingError``. With ``stub_unknown=True`` such a file is read again by a restricted unpickler
+    (:func:`_restricted_torch_load`): allow-listed globals (:func:`restricted_allow_list`) resolve to the real
+    objects, every other class or function becomes an inert :class:`PickleStub` (its module is never imported,
+    its code never runs), and a :class:`CheckpointStubWarning` names the stubbed classes.
     """
-    with torch.serialization.safe_globals(list(safe_globals)):
+    safe_globals = list(safe_globals)
+    try:
+        return _weights_only_load(path, safe_globals)
+    except pickle.UnpicklingError as err:
+        if not stub_unknown:
+            raise
+        first = err
+    stubbed: dict[str, None] = {}
+    try:
+        result = _restricted_torch_load(path, safe_globals, stubbed)
+    except Exception as err:
+        names = f" (classes replaced by inert stubs so far: {', '.join(stubbed)})" if stubbed else ""
+        raise pickle.UnpicklingError(
+            f"{path}: torch.load(weights_only=True) refused this checkpoint ({_first_line(first)}) and the "
+            f"restricted unpickler could not read it either: {type(err).__name__}: {err}{names}. Nothing outside "
+            "the allow-list was imported or run. If you trust the file, re-save only its tensors, e.g. "
+            "torch.save(ckpt['state_dict'], 'weights.pth')."
+        ) from err
+    if stubbed:
+        warnings.warn(
+            f"{path}: torch.load(weights_only=True) refused this checkpoint; it was read with a restricted "
+            f"unpickler that replaced these non-tensor objects by inert stubs (never imported nor run): "
+            f"{', '.join(stubbed)}",
+            CheckpointStubWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def read_checkpoint_tensors(
+    path: str | os.PathLike, key: str | None = "state_dict", safe_globals: Iterable[Any] = (),
+) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint, read safely (:func:`safe_torch_load` with ``stub_unknown=True``).
+
+    ``ckpt[key]`` when the file holds a dict with that entry (Lightning's ``state_dict``), else the top-level
+    dict. Non-tensor values of that dict are dropped (they are not weights). Fails with ``UnpicklingError``
+    when the tensor dict itself, one of its values, or an attribute of one of its tensors is an object of a
+    class outside the allow-list: weights never depend on a stub.
+    """
+    ckpt = safe_torch_load(path, safe_globals, stub_unknown=True)
+    container = ckpt
+    where = "the checkpoint"
+    if key is not None and isinstance(ckpt, Mapping) and key in ckpt:
+        container, where = ckpt[key], f"entry {key!r}"
+    if isinstance(container, PickleStub):
+        raise pickle.UnpicklingError(
+            f"{path}: {where} is a pickled {container.stub_of} object (not allow-listed), not a dict of tensors"
+        )
+    if not isinstance(container, Mapping):
+        raise pickle.UnpicklingError(f"{path}: {where} is a {type(container).__name__}, not a dict of tensors")
+    out: dict[str, torch.Tensor] = {}
+    for name, value in container.items():
+        bad = _stub_in(value)
+        if bad is not None:
+            raise pickle.UnpicklingError(
+                f"{path}: tensor entry {name!r} of {where} needs the non-allow-listed global {bad.stub_of!r}; "
+                "refusing to load weights that depend on it"
+            )
+        if isinstance(value, torch.Tensor):
+            out[str(name)] = value
+    return out
+
+
+def _weights_only_load(path: str | os.PathLike, safe_globals: list[Any]) -> Any:
+    with torch.serialization.safe_globals(safe_globals):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:
             if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    for line in text.splitlines():
+        if "Unsupported global" in line or "WeightsUnpickler error" in line:
+            return line.strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Restricted unpickler (stubs for everything outside the allow-list)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class CheckpointStubWarning(UserWarning):
+    """Some pickled objects of a checkpoint were replaced by inert stubs (see :func:`safe_torch_load`)."""
+
+
+class PickleStub:
+    """Inert stand-in for a pickled class or function outside the allow-list.
+
+    Accepts any constructor arguments, state, items and list elements and only stores them (``stub_args``,
+    ``stub_kwargs``, ``stub_state``, ``stub_items``, ``stub_list``) for inspection; it has no other behaviour.
+    ``stub_of`` is the ``module.name`` it replaces.
+    """
+
+    stub_of = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> PickleStub:
+        obj = object.__new__(cls)
+        d = obj.__dict__
+        d["stub_args"], d["stub_kwargs"] = args, kwargs
+        d["stub_state"], d["stub_items"], d["stub_list"] = None, {}, []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["stub_state"] = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__["stub_items"][key] = value
+
+    def append(self, item: Any) -> None:
+        self.__dict__["stub_list"].append(item)
+
+    def extend(self, items: Iterable[Any]) -> None:
+        self.__dict__["stub_list"].extend(items)
+
+    def add(self, item: Any) -> None:
+        self.__dict__["stub_list"].append(item)
+
+    def __repr__(self) -> str:
+        return f"<PickleStub of {self.stub_of}>"
+
+
+def _stub_in(value: Any) -> PickleStub | None:
+    """A stub that ``value`` is or (for a tensor) carries as an attribute, else None."""
+    if isinstance(value, PickleStub):
+        return value
+    if isinstance(value, type) and issubclass(value, PickleStub):
+        return value  # type: ignore[return-value]
+    if isinstance(value, torch.Tensor):
+        for attr in getattr(value, "__dict__", {}).values():
+            found = _stub_in(attr)
+            if found is not None:
+                return found
+    return None
+
+
+def _global_name(obj: Any) -> tuple[str, Any]:
+    if isinstance(obj, tuple):  # (object, "module.name") as torch.serialization.add_safe_globals accepts
+        return obj[1], obj[0]
+    return f"{obj.__module__}.{obj.__qualname__}", obj
+
+
+def restricted_allow_list(safe_globals: Iterable[Any] = ()) -> dict[str, Any]:
+    """``"module.name" -> object`` that the restricted unpickler resolves to the real object.
+
+    torch's own ``weights_only`` allow-list (tensor / parameter rebuild functions, ``_rebuild_from_type_v2``,
+    dtypes, storage and tensor classes, ``torch.Size``, ``torch.device``, layouts, qschemes,
+    ``collections.OrderedDict`` / ``Counter``, ``builtins.set`` / ``complex`` / ``bytearray``,
+    ``_codecs.encode``), globals registered with ``torch.serialization.add_safe_globals``, ``safe_globals``,
+    ``argparse.Namespace`` and the plain builtin types ``frozenset, slice, range, bytes, str, int, float, bool,
+    tuple, list, dict`` (calling those runs no foreign code). Nothing else: in particular no ``builtins.eval`` /
+    ``exec`` / ``getattr`` / ``__import__``, no ``os``, ``subprocess``, ``copyreg``, ``functools``, ``numpy``.
+    """
+    import _codecs
+    from collections import Counter, OrderedDict
+
+    allowed: dict[str, Any] = {
+        "collections.OrderedDict": OrderedDict,
+        "collections.Counter": Counter,
+        "torch.nn.parameter.Parameter": torch.nn.Parameter,
+        "torch.serialization._get_layout": torch.serialization._get_layout,
+        "torch.Size": torch.Size,
+        "torch.Tensor": torch.Tensor,
+        "torch.device": torch.device,
+        "torch._tensor._rebuild_from_type_v2": torch._tensor._rebuild_from_type_v2,
+        "torch.storage.UntypedStorage": torch.storage.UntypedStorage,
+        "_codecs.encode": _codecs.encode,
+        "argparse.Namespace": argparse.Namespace,
+    }
+    for fn in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+               "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
+               "_rebuild_meta_tensor_no_storage", "_rebuild_nested_tensor", "_rebuild_wrapper_subclass",
+               "_rebuild_device_tensor_from_cpu_tensor"):
+        if hasattr(torch._utils, fn):
+            allowed[f"torch._utils.{fn}"] = getattr(torch._utils, fn)
+    for value in vars(torch).values():
+        if isinstance(value, torch.dtype):
+            allowed[str(value)] = value  # 'torch.float32' ...
+    for t in (set, frozenset, complex, slice, range, bytearray, bytes, str, int, float, bool, tuple, list, dict):
+        allowed[f"builtins.{t.__name__}"] = t
+    try:  # private: keeps dtypes / storage classes / qschemes in step with the installed torch
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed.update(_get_allowed_globals())
+    except (ImportError, AttributeError):
+        pass
+    for obj in [*torch.serialization.get_safe_globals(), *safe_globals]:
+        name, value = _global_name(obj)
+        allowed[name] = value
+    return allowed
+
+
+def _restricted_pickle_module(allowed: Mapping[str, Any], stubbed: dict[str, None]) -> Any:
+    """A module-like object (``Unpickler`` + ``load``) for ``torch.load(pickle_module=...)``.
+
+    Pure-Python unpickler: ``find_class`` never imports anything (allow-listed objects come from modules that
+    are already imported), and BUILD (``__setstate__`` / ``__dict__`` update) is only done on stubs and on
+    instances of tensors, ``Parameter``, ``OrderedDict``, ``Counter``, ``Namespace`` and allow-listed classes,
+    never on a class, function or module (which could otherwise tamper with allow-listed code).
+    """
+    import _compat_pickle
+    import types
+
+    stubs: dict[str, type[PickleStub]] = {}
+    build_types = {torch.Tensor, torch.nn.Parameter, argparse.Namespace}
+    build_types |= {v for k, v in allowed.items() if isinstance(v, type) and not k.startswith("builtins.")}
+
+    class RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+        dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+        def find_class(self, module: str, name: str) -> Any:
+            if self.proto < 3 and self.fix_imports:  # protocol-2 files name Python 2 modules (__builtin__ ...)
+                if (module, name) in _compat_pickle.NAME_MAPPING:
+                    module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+                elif module in _compat_pickle.IMPORT_MAPPING:
+                    module = _compat_pickle.IMPORT_MAPPING[module]
+            full = f"{module}.{name}"
+            if full in allowed:
+                return allowed[full]
+            if full not in stubs:
+                stubs[full] = type(f"PickleStub[{full}]", (PickleStub,), {"stub_of": full, "__slots__": ()})
+                stubbed[full] = None
+            return stubs[full]
+
+        def load_build(self) -> None:
+            inst = self.stack[-2]  # stack: ..., inst, state
+            if isinstance(inst, PickleStub):
+                inst.__setstate__(self.stack.pop())
+            elif isinstance(inst, type) and issubclass(inst, PickleStub):
+                self.stack.pop()  # state of a stubbed class object: ignored
+            elif type(inst) in build_types:
+                super().load_build()
+            else:
+                raise pickle.UnpicklingError(f"refusing to set the state of a {type(inst).__qualname__} object")
+
+    RestrictedUnpickler.dispatch[pickle.BUILD[0]] = RestrictedUnpickler.load_build
+
+    def load(file: Any, **kwargs: Any) -> Any:
+        return RestrictedUnpickler(file, **kwargs).load()
+
+    module = types.ModuleType("met3r_restricted_pickle")
+    module.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+    module.load = load  # type: ignore[attr-defined]
+    module.UnpicklingError = pickle.UnpicklingError  # type: ignore[attr-defined]
+    return module
+
+
+def _restricted_torch_load(path: str | os.PathLike, safe_globals: list[Any], stubbed: dict[str, None]) -> Any:
+    """``torch.load`` with the restricted unpickler (torch still rebuilds the storages itself)."""
+    module = _restricted_pickle_module(restricted_allow_list(safe_globals), stubbed)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=module, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=module)
 
 
 def _read_config(path: Path) -> dict[str, Any]:

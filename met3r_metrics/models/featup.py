@@ -17,7 +17,6 @@ prefix). ``UpsampledDino`` maps official keys as ``model.0.model.* -> featurizer
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -349,21 +348,22 @@ def _registry_file(name: str, download: bool = True) -> Path:
 
 
 def _read_file(path: Path) -> Mapping[str, object]:
+    """Local file -> flat dict of its tensors (``state_dict`` unwrapped), never unpickling foreign code.
+
+    ``.safetensors`` via safetensors; anything else via :func:`met3r_metrics.weights.read_checkpoint_tensors`:
+    ``torch.load(weights_only=True)``, and when that refuses the pickled non-tensor entries of a Lightning
+    checkpoint (``hyper_parameters``, ``callbacks``, ``loops``...), a restricted unpickler that replaces them
+    by inert stubs (with a ``CheckpointStubWarning``). Tensors needing a non-allow-listed class still fail.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    try:
-        # weights_only=True always: a checkpoint is data, never code.
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(
-            f"{path}: torch.load(weights_only=True) refused a non-tensor object in this checkpoint ({exc}). "
-            "If you trust the file, allow the named class with torch.serialization.add_safe_globals([...]) "
-            "or re-save only its tensors, e.g. torch.save(ckpt['state_dict'], 'weights.pth')."
-        ) from exc
+    from met3r_metrics.weights import read_checkpoint_tensors
+
+    return read_checkpoint_tensors(path, key="state_dict")
 
 
 def _read_url(url: str, download: bool = True) -> Mapping[str, object]:
