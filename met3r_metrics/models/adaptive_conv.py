@@ -107,7 +107,7 @@ def adaptive_conv_taps(input: Tensor, taps: Tensor, kernel_size: int | tuple[int
     Path: with autograd needed (grad mode on and an input requiring grad) -> :class:`AdaptiveConvFunction`
     (exact PyTorch forward and backward). Otherwise, when :func:`met3r_metrics.kernels.should_use` holds
     (CUDA tensors, triton importable, ``MET3R_DISABLE_TRITON`` != "1", switch on) and both dtypes are
-    float32/float16/bfloat16 -> the fused Triton kernel (float32 accumulation, same tap order; equal to
+    float32 -> the fused Triton kernel (float32 accumulation, same tap order; equal to
     the exact path up to float32 rounding; contiguous output). Else the exact PyTorch ``_forward``.
     """
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
@@ -127,7 +127,9 @@ def _use_triton(input: Tensor, taps: Tensor) -> bool:
     return input.dtype in _TRITON_DTYPES and taps.dtype in _TRITON_DTYPES and kernels.should_use(input, taps)
 
 
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# float32 features only: on an H100 the kernel ran 0.6x the exact path's speed on bfloat16 features
+# (benchmarks/kernels_gpu.py, conv_bf16); MEt3R's JBU sees float32 features even under bf16 autocast.
+_TRITON_DTYPES = (torch.float32,)
 
 
 def adaptive_conv(input: Tensor, filters: Tensor) -> Tensor:
