@@ -252,6 +252,23 @@ def raster_cuda_check() -> dict:
             "coverage": float((a[0][..., 0] >= 0).float().mean())}
 
 
+def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16) -> str:
+    """torch.profiler table (top CUDA kernels) of one official 256x256 call on ``batch`` pairs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    over = set_precision(mode)
+    scorer = build_scorer("official", *nets, True, **over)
+    images = rand_images(batch, 2, 3, 256, 256)
+    scorer.score_sequences(images, [(0, 1)])
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        scorer.score_sequences(images, [(0, 1)])
+        sync()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=60)
+    (out_dir / f"profile_{mode}_b{batch}.txt").write_text(table)
+    return table
+
+
 # ------------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -289,7 +306,7 @@ def main() -> None:
             log(f"golden {r}")
         save()
 
-    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "baseline", "sequence")):
+    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "baseline", "sequence", "profile")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -333,6 +350,8 @@ def main() -> None:
         for r in res["baseline"]:
             log(f"baseline {r['size']} b{r['batch']}: {r['pairs_per_s']:.2f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         save()
+    if on("profile"):
+        print(profile_e2e(nets["official"], out_dir), flush=True)
     if on("sequence"):
         res["sequence"] = [sequence_rows(nets["official"], 64, m) for m in ("tf32", "bf16")]
         res["sequence"].append(sequence_rows(nets["official"], args.long_frames, "bf16", with_baseline=False))
