@@ -410,10 +410,23 @@ def _sort_by_pixel(pix: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, 
     pix_s, perm = torch.sort(pix, stable=True)
     ids_s = ids.index_select(0, perm)
     pos = torch.arange(pix_s.numel(), device=pix_s.device)
-    first = torch.ones_like(pix_s, dtype=torch.bool)
-    first[1:] = pix_s[1:] != pix_s[:-1]
-    group_start = torch.where(first, pos, 0).cummax(0).values
-    return pix_s, ids_s, pos - group_start
+    return pix_s, ids_s, pos - _group_starts(pix_s, pos)
+
+
+def _group_starts(sorted_keys: torch.Tensor, pos: torch.Tensor, method: str | None = None) -> torch.Tensor:
+    """Index of the first occurrence of each element's value in an ascending array (exact integers).
+
+    CPU: a running max of the group-start positions (one linear pass). Accelerators: a binary search of
+    every key in the array itself, since CUDA's cummax scan took 31 ms for 6M hits on an H100 (10% of a
+    MEt3R batch) where searchsorted takes about a millisecond. Both give the same integers.
+    """
+    if method is None:
+        method = "scan" if sorted_keys.device.type == "cpu" else "search"
+    if method == "scan":
+        first = torch.ones_like(sorted_keys, dtype=torch.bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        return torch.where(first, pos, 0).cummax(0).values
+    return torch.searchsorted(sorted_keys, sorted_keys, right=False).to(pos.dtype)
 
 
 def _stable_depth_order(z: torch.Tensor) -> torch.Tensor:

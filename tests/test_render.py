@@ -214,3 +214,19 @@ def test_splat_api_shapes() -> None:
     images, coverage = splat(pts, feats, torch.full((3, 2), 1.5), (10, 14), radius=0.15, points_per_pixel=5)
     assert images.shape == (3, 4, 10, 14) and coverage.shape == (3, 10, 14) and coverage.dtype == torch.bool
     assert torch.equal((images == -10000).all(1), ~coverage)
+
+
+def test_group_starts_search_equals_running_max():
+    """The accelerator branch (binary search) gives the CPU branch's (running max) group starts."""
+    from met3r_metrics import render
+
+    g = torch.Generator().manual_seed(3)
+    for n, hi in ((1, 1), (50, 3), (4000, 500), (10000, 10)):
+        keys = torch.sort(torch.randint(0, hi, (n,), generator=g, dtype=torch.int32)).values
+        pos = torch.arange(n)
+        cpu = render._group_starts(keys, pos)
+        assert torch.equal(cpu, render._group_starts(keys, pos, method="scan"))
+        search = render._group_starts(keys, pos, method="search")
+        assert torch.equal(cpu, search)
+        # each start points at the first element of its run
+        assert torch.equal(keys[cpu], keys) and bool((cpu == 0).logical_or(keys[(cpu - 1).clamp(min=0)] < keys).all())
