@@ -269,6 +269,36 @@ def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16) -> str
     return table
 
 
+def compiled_rows(nets) -> list[dict]:
+    """Opt-in torch.compile of the transformer blocks: compile time, speed and score deviation.
+
+    Runs last: compiling mutates the shared networks in place.
+    """
+    from met3r_metrics.compile import compile_networks
+
+    cases = [(256, 16, "tf32"), (256, 16, "bf16"), (256, 1, "tf32"), (512, 4, "tf32")]
+    refs = {}
+    for size, batch, mode in cases:  # uncompiled references on the same inputs
+        over = set_precision(mode)
+        images = rand_images(batch, 2, 3, size, size)
+        refs[(size, batch, mode)] = build_scorer("official", *nets, True, **over).score_sequences(images, [(0, 1)])["pair_scores"]
+    compile_networks(build_scorer("official", *nets, True), dynamic=False)
+    rows = []
+    for size, batch, mode in cases:
+        over = set_precision(mode)
+        scorer = build_scorer("official", *nets, True, **over)
+        images = rand_images(batch, 2, 3, size, size)
+        t0 = time.perf_counter()
+        got = scorer.score_sequences(images, [(0, 1)])["pair_scores"]
+        sync()
+        first = time.perf_counter() - t0
+        r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
+        rows.append({"size": size, "batch": batch, "mode": mode, "first_call_s": first, "pairs_per_s": batch / r["median_s"],
+                     "ms_per_pair": 1e3 * r["median_s"] / batch, "peak_gib": r["peak_gib"],
+                     "max_abs_diff_vs_uncompiled": float((got - refs[(size, batch, mode)]).abs().max())})
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -306,7 +336,7 @@ def main() -> None:
             log(f"golden {r}")
         save()
 
-    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "baseline", "sequence", "profile")):
+    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "baseline", "sequence", "profile", "compile")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -358,6 +388,10 @@ def main() -> None:
         for r in res["sequence"]:
             log(f"sequence {r}")
         save()
+    if on("compile"):
+        res["compiled"] = compiled_rows(nets["official"])
+        for r in res["compiled"]:
+            log(f"compiled {r}")
     save()
     log("done")
 
