@@ -115,13 +115,14 @@ def backbone_flops(stereo, size: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------------
-def e2e(nets, variant: str, size: int, batch: int, mode: str, synthetic: bool = True) -> dict:
+def e2e(nets, variant: str, size: int, batch: int, mode: str, synthetic: bool = True, **extra) -> dict:
     over = set_precision(mode)
-    scorer = build_scorer(variant, *nets, synthetic, **over)  # library default chunking (batch_size setting)
+    scorer = build_scorer(variant, *nets, synthetic, **over, **extra)  # library default chunking unless given
     images = rand_images(batch, 2, 3, size, size)
     r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
     scores = scorer.score_sequences(images, [(0, 1)])["pair_scores"].flatten()
     return {"variant": variant, "size": size, "batch": batch, "mode": mode, "geometry": "synthetic" if synthetic else "random",
+            "chunk": scorer.settings["batch_size"],
             "pairs_per_s": batch / r["median_s"], "ms_per_pair": 1e3 * r["median_s"] / batch, **r,
             "scores": scores.tolist()}
 
@@ -372,6 +373,10 @@ def main() -> None:
             r = e2e(nets["official"], "official", 256, 16, mode, synthetic=False)
             rows.append(r)
             log(f"e2e official 256 b16 {mode} random geometry: {r['pairs_per_s']:.1f} pairs/s")
+        for chunk in (4, 16):  # the memory/speed knob: directed pairs per network chunk
+            r = e2e(nets["official"], "official", 256, 16, "tf32", batch_size=chunk)
+            rows.append(r)
+            log(f"e2e official 256 b16 tf32 chunk {chunk}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         res["e2e"] = rows
         save()
     if on("baseline"):

@@ -40,8 +40,8 @@ def main(path: str) -> None:
     if "e2e" in r:
         base = {(b["size"], b["batch"]): b for b in r.get("baseline", [])}
         out += ["## End to end (score_sequences on B pairs, synthetic geometry after the real backbone)", "",
-                "| variant | size | batch | mode | pairs/s | ms/pair | peak GiB | vs official H100 | vs same-run baseline | target |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| variant | size | batch | chunk | mode | pairs/s | ms/pair | peak GiB | vs official H100 | vs same-run baseline | target |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in r["e2e"]:
             key = (e["size"], e["batch"])
             off = OFFICIAL.get(key) if e["variant"] == "official" else None
@@ -55,7 +55,7 @@ def main(path: str) -> None:
                 ok = e["pairs_per_s"] >= tgt
                 verdict = f">= {fmt(tgt, 0)} " + ("met" if ok else f"missed ({fmt(e['pairs_per_s'] / tgt * 100, 0)}% of it)")
             out.append(
-                f"| {e['variant']}{geo} | {e['size']} | {e['batch']} | {e['mode']} | {fmt(e['pairs_per_s'])} | {fmt(e['ms_per_pair'], 2)} "
+                f"| {e['variant']}{geo} | {e['size']} | {e['batch']} | {e.get('chunk', '')} | {e['mode']} | {fmt(e['pairs_per_s'])} | {fmt(e['ms_per_pair'], 2)} "
                 f"| {fmt(e['peak_gib'], 2)} | {fmt(e['pairs_per_s'] / off) + 'x' if off else ''} "
                 f"| {fmt(e['pairs_per_s'] / b['pairs_per_s']) + 'x' if b else ''} "
                 f"| {verdict} |"
