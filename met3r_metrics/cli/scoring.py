@@ -21,7 +21,8 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """fp32: TF32 off (pinned numbers); tf32: TF32 matmuls/convs; bf16: autocast to bfloat16.
+    """fp32: TF32 off (pinned numbers); tf32: TF32 matmuls/convs; bf16: TF32 on as well (the networks'
+    bfloat16 autocast is the scorer's own ``precision="bf16"`` setting, see :class:`PairBatchScorer`).
 
     The global TF32 switches are restored on exit: the CLI must not leave side effects behind
     when it is called in-process (tests, notebooks).
@@ -29,15 +30,11 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     if precision not in PRECISIONS:
         raise ValueError(f"runtime.precision must be one of {PRECISIONS}, got {precision!r}")
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    tf32 = precision == "tf32"
+    tf32 = precision in ("tf32", "bf16")
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     try:
-        if precision == "bf16":
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
-                yield
-        else:
-            yield
+        yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
@@ -77,6 +74,9 @@ class PairBatchScorer:
         self.overrides = dict(overrides)
         if batch_size and "batch_size" not in self.overrides:
             self.overrides["batch_size"] = max(1, int(batch_size))
+        if precision == "bf16" and self.overrides.get("precision") is None:
+            # the scorer shields its networks from outside autocast; bf16 is its own setting
+            self.overrides["precision"] = "bf16"
         self.settings: dict[str, Any] = resolve_settings(variant, **self.overrides)
         self.device = device
         self.precision = precision
