@@ -8,7 +8,10 @@ Cases (defaults = MEt3R at 256x256, 16 pairs = 32 frames / clouds, DINO dim 384)
 
 * ``conv``: the last JBU step's adaptive convolution, hr (32, 384, 262, 262) x taps (32, 49, 256, 256).
 * ``range_logits``: the last JBU step's range-kernel logits, proj (32, 32, 256, 256).
-* ``jbu_step``: one ``JBULearnedRange`` forward 128x128 -> 256x256 (random init).
+* ``bicubic_pad``: the last JBU step's x2 bicubic upsampling + reflect pad 3, source (32, 384, 128, 128) ->
+  (32, 384, 262, 262): ``F.pad(F.interpolate(bicubic), reflect)`` vs the fused ``bicubic2x_reflect_pad``.
+* ``jbu_step``: one ``JBULearnedRange`` forward 128x128 -> 256x256 (random init; float32 source, so the
+  fused bicubic path runs when the kernels are on).
 * ``composite``: ``alpha_composite`` of 32 clouds x 256x256 x K=10, C=384 (synthetic idx with the locality of
   a render: slot k of pixel p points near point p of its own cloud; ~10% empty pixels).
 * ``jbu_stack`` / ``jbu_stack_bf16``: ``JBUStack(384)`` on (32, 384, 16, 16) + (32, 3, 256, 256) guidance,
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import met3r_metrics.kernels as kernels  # noqa: E402
 from met3r_metrics.models.adaptive_conv import _forward, adaptive_conv_taps  # noqa: E402
-from met3r_metrics.models.featup import JBULearnedRange, JBUStack  # noqa: E402
+from met3r_metrics.models.featup import JBULearnedRange, JBUStack, _use_triton_bicubic  # noqa: E402
 from met3r_metrics.render import alpha_composite  # noqa: E402
 
 
@@ -157,7 +160,24 @@ def main() -> None:
     guid = torch.rand(B, 3, S, S, device=dev)
     compare("range_kernel", lambda: step.range_kernel(guid), lambda: step.range_kernel(guid), cases)
     src = torch.randn(B, C, S // 2, S // 2, device=dev)
-    compare("jbu_step", lambda: step(src, guid), lambda: step(src, guid), cases)
+
+    def bicubic_pad():
+        if kernels.should_use(src):
+            from met3r_metrics.kernels.bicubic_triton import bicubic2x_reflect_pad
+
+            return bicubic2x_reflect_pad(src, 3)
+        return F.pad(F.interpolate(src, (S, S), mode="bicubic", align_corners=False), (3, 3, 3, 3), mode="reflect")
+
+    hp = S + 6
+    compare(
+        "bicubic_pad", bicubic_pad, bicubic_pad, cases,
+        bytes_min=src.numel() * 4 + B * C * hp * hp * 4,  # read source once + write padded output once
+        bytes_exact=src.numel() * 4 + 2 * B * C * S * S * 4 + B * C * hp * hp * 4,  # + unpadded write & re-read
+    )
+    compare(
+        "jbu_step", lambda: step(src, guid), lambda: step(src, guid), cases,
+        fused_bicubic=_use_triton_bicubic(src, S, S, step.radius),
+    )
     del src, step
     torch.cuda.empty_cache()
 
@@ -181,7 +201,9 @@ def main() -> None:
     # --- whole JBU stack
     stack = JBUStack(C).to(dev)
     lr = torch.randn(B, C, S // 16, S // 16, device=dev)
-    compare("jbu_stack", lambda: stack(lr, guid), lambda: stack(lr, guid), cases)
+    # float32 sources at every step: the fused bicubic path runs in all 4 steps when the kernels are on.
+    fused = _use_triton_bicubic(lr, 2 * lr.shape[-2], 2 * lr.shape[-1], 3)
+    compare("jbu_stack", lambda: stack(lr, guid), lambda: stack(lr, guid), cases, fused_bicubic=fused)
 
     def bf16_stack():
         with torch.autocast("cuda", dtype=torch.bfloat16):

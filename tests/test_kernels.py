@@ -20,8 +20,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import met3r_metrics.kernels as K
+from met3r_metrics.models.adaptive_conv import adaptive_conv_taps
 
 
 def _require_triton() -> None:
@@ -195,3 +197,137 @@ def test_cpu_paths_never_import_triton_kernels():
     for mode in ("block", "normal"):
         proc = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "OK" in proc.stdout, (mode, proc.stdout + proc.stderr)
+
+
+_BICUBIC_SCRIPT = textwrap.dedent(
+    r"""
+    import os
+    assert os.environ.get("TRITON_INTERPRET") == "1"
+    import torch
+    import torch.nn.functional as F
+    from met3r_metrics.kernels.bicubic_triton import COEFFS_T025, bicubic2x_reflect_pad
+
+    # The kernel's constant coefficients are PyTorch's cubic convolution (A = -0.75) at t = 0.25, bit for bit.
+    A, t = torch.tensor(-0.75), torch.tensor(0.25)
+    cc1 = lambda x: ((A + 2) * x - (A + 3)) * x * x + 1
+    cc2 = lambda x: ((A * x - 5 * A) * x + 8 * A) * x - 4 * A
+    assert [cc2(t + 1.0).item(), cc1(t).item(), cc1(1.0 - t).item(), cc2(1.0 - t + 1.0).item()] == list(COEFFS_T025)
+
+    def cuda_order(x, pad):
+        # CUDA upsample_bicubic2d's arithmetic, unfused: 4 x-interpolations, then one along y; then reflect pad.
+        def taps(n_in, pad):
+            n = 2 * n_in
+            u = torch.arange(n + 2 * pad) - pad
+            u = torch.where(u < 0, -u, u)
+            u = torch.where(u >= n, 2 * (n - 1) - u, u)
+            real = (u.double() + 0.5) * 0.5 - 0.5
+            base = torch.floor(real).long()
+            odd = (real - base) == 0.25
+            cs = torch.tensor(COEFFS_T025)
+            w = torch.where(odd[:, None], cs, cs.flip(0))
+            idx = [(base - 1 + k).clamp(0, n_in - 1) for k in range(4)]
+            return idx, [w[:, k] for k in range(4)]
+
+        (r, wy), (c, wx) = taps(x.shape[2], pad), taps(x.shape[3], pad)
+        rows = []
+        for k in range(4):
+            xr = x[:, :, r[k]]
+            acc = xr[..., c[0]] * wx[0]
+            for j in range(1, 4):
+                acc = acc + xr[..., c[j]] * wx[j]
+            rows.append(acc)
+        out = rows[0] * wy[0][:, None]
+        for k in range(1, 4):
+            out = out + rows[k] * wy[k][:, None]
+        return out
+
+    g = torch.Generator().manual_seed(0)
+    failures = []
+    # (B, C, h, w, pad, non-contiguous, tile config)
+    cases = [
+        (1, 3, 2, 2, 3, False, {}),
+        (2, 5, 3, 7, 3, False, {}),
+        (1, 4, 9, 2, 3, True, {}),
+        (2, 7, 5, 4, 1, True, {"tile_h": 4, "tile_w": 8, "num_warps": 1}),
+        (1, 2, 6, 11, 3, False, {"tile_h": 2, "tile_w": 16, "num_warps": 1}),
+    ]
+    for b, c, h, w, pad, noncontig, cfg in cases:
+        if noncontig:  # channels-last-like permuted view
+            x = torch.randn(b, h, w, c, generator=g).permute(0, 3, 1, 2)
+        else:
+            x = torch.randn(b, c, h, w, generator=g) * 3
+        assert x.is_contiguous() is not noncontig
+        got = bicubic2x_reflect_pad(x, pad, **cfg)
+        ref = F.pad(F.interpolate(x, (2 * h, 2 * w), mode="bicubic", align_corners=False), (pad,) * 4, mode="reflect")
+        emu = cuda_order(x, pad)
+        name = f"bicubic b{b} c{c} {h}x{w} pad{pad} noncontig={noncontig} {cfg}"
+        if got.shape != ref.shape or got.dtype != torch.float32 or not got.is_contiguous():
+            failures.append(f"{name}: shape/dtype/layout {tuple(got.shape)} {got.dtype}")
+            continue
+        scale = x.abs().max().item()
+        diff = (got.double() - ref.double()).abs().max().item()
+        diff_emu = (got.double() - emu.double()).abs().max().item()
+        tol = 1e-6 * max(1.0, scale) * 2  # a few float32 ulps of the input scale
+        print(f"{name}: max|diff| vs F.interpolate+pad {diff:.3e} (scale {scale:.2f}, tol {tol:.1e}); vs CUDA order {diff_emu:.3e}")
+        if not diff <= tol:
+            failures.append(f"{name}: {diff} > {tol}")
+        if diff_emu != 0.0:  # the interpreter does not fuse multiply-adds: the same op order gives the same bits
+            failures.append(f"{name}: differs from the CUDA-order emulation by {diff_emu}")
+
+    if failures:
+        raise SystemExit("FAILED:\n" + "\n".join(failures))
+    print("ALL OK")
+    """
+)
+
+
+def test_bicubic2x_reflect_pad_matches_exact_path_interpreter():
+    """Fused x2 bicubic + reflect pad vs F.pad(F.interpolate(bicubic), reflect): h or w = 2, non-square,
+    batch > 1, non-contiguous input, several tile configurations (ragged tiles)."""
+    _require_triton()
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env.pop("MET3R_DISABLE_TRITON", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _BICUBIC_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0 and "ALL OK" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bicubic_dispatch(monkeypatch):
+    """JBULearnedRange.forward: the fused bicubic path only for float32, exact x2, CUDA, no autograd."""
+    _require_triton()
+    from met3r_metrics.models.featup import JBULearnedRange, _use_triton_bicubic
+
+    monkeypatch.delenv("MET3R_DISABLE_TRITON", raising=False)
+
+    def fake(shape, dtype=torch.float32, device="cuda", requires_grad=False):
+        return SimpleNamespace(
+            shape=torch.Size(shape), dtype=dtype, device=torch.device(device), requires_grad=requires_grad,
+            dim=lambda: len(shape),
+        )
+
+    assert _use_triton_bicubic(fake((2, 384, 8, 8)), 16, 16, 3)
+    assert _use_triton_bicubic(fake((1, 5, 2, 3)), 4, 6, 3)
+    assert not _use_triton_bicubic(fake((2, 384, 8, 8)), 16, 17, 3)  # not exactly x2
+    assert not _use_triton_bicubic(fake((2, 384, 8, 8)), 24, 24, 3)
+    assert not _use_triton_bicubic(fake((2, 384, 8, 8), torch.bfloat16), 16, 16, 3)
+    assert not _use_triton_bicubic(fake((2, 384, 8, 8), device="cpu"), 16, 16, 3)
+    assert not _use_triton_bicubic(fake((1, 5, 1, 4)), 2, 8, 3)  # reflect pad 3 >= 2
+    with torch.enable_grad():
+        assert not _use_triton_bicubic(fake((2, 4, 8, 8), requires_grad=True), 16, 16, 3)
+    with K.enabled(False):
+        assert not _use_triton_bicubic(fake((2, 4, 8, 8)), 16, 16, 3)
+    monkeypatch.setenv("MET3R_DISABLE_TRITON", "1")
+    assert not _use_triton_bicubic(fake((2, 4, 8, 8)), 16, 16, 3)
+    monkeypatch.delenv("MET3R_DISABLE_TRITON")
+
+    # CPU tensors: the exact F.interpolate + F.pad path, bit for bit.
+    torch.manual_seed(0)
+    step = JBULearnedRange(key_dim=8).eval()
+    src, guid = torch.randn(2, 6, 2, 3), torch.rand(2, 3, 4, 6)
+    with torch.no_grad():
+        got = step(src, guid)
+        hr = F.pad(F.interpolate(src, (4, 6), mode="bicubic", align_corners=False), (3,) * 4, mode="reflect")
+        ref = adaptive_conv_taps(hr, step.kernel(guid), 7)
+    assert torch.equal(got, ref)

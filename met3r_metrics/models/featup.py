@@ -137,12 +137,35 @@ class JBULearnedRange(nn.Module):
         return k + 0.1 * self.fixup_proj(torch.cat([k, guidance.to(k.dtype)], dim=1))
 
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
-        """source (B, C, h, w), guidance (B, 3, GH, GW) -> (B, C, GH, GW)."""
+        """source (B, C, h, w), guidance (B, 3, GH, GW) -> (B, C, GH, GW).
+
+        Path of the bicubic upsampling + reflect padding: a fused Triton kernel writing the padded
+        (B, C, GH + 6, GW + 6) tensor directly (same arithmetic as CUDA ``upsample_bicubic2d``; FMA
+        contraction may change last bits) when :func:`met3r_metrics.kernels.should_use` holds (CUDA,
+        triton importable, no autograd needed, ``MET3R_DISABLE_TRITON`` != "1", switch on), the source is
+        float32 and the step is exactly x2 (GH == 2h, GW == 2w); otherwise the exact
+        ``F.interpolate(bicubic)`` + ``F.pad(reflect)``.
+        """
         gh, gw = guidance.shape[-2:]
         kernel = self.kernel(guidance)
-        hr = F.interpolate(source, (gh, gw), mode="bicubic", align_corners=False)
-        hr = F.pad(hr, (self.radius,) * 4, mode="reflect")
+        if source.is_cuda and _use_triton_bicubic(source, gh, gw, self.radius):
+            from ..kernels.bicubic_triton import bicubic2x_reflect_pad
+
+            hr = bicubic2x_reflect_pad(source, self.radius)
+        else:
+            hr = F.interpolate(source, (gh, gw), mode="bicubic", align_corners=False)
+            hr = F.pad(hr, (self.radius,) * 4, mode="reflect")
         return adaptive_conv_taps(hr, kernel, self.diameter)
+
+
+def _use_triton_bicubic(source: Tensor, gh: int, gw: int, pad: int) -> bool:
+    from .. import kernels
+
+    if source.dim() != 4 or source.dtype != torch.float32:
+        return False
+    h, w = source.shape[-2:]
+    exact2x = gh == 2 * h and gw == 2 * w and 0 <= pad < min(gh, gw)
+    return exact2x and kernels.should_use(source)
 
 
 def _use_triton_range(padded: Tensor, proj: Tensor) -> bool:
