@@ -330,17 +330,7 @@ def alpha_composite(
     M = B * H * W
     idx2 = idx.reshape(M, K).long()
     valid = idx2 >= 0
-    # MEt3R's expression: float32 division by the Python float r*r (do not rewrite as a multiplication).
-    alpha = (1 - dists / (radius * radius)).reshape(M, K)
-
-    # Weights (T_k * a_k), with T updated only on filled slots as the kernel's `continue` does.
-    T = torch.ones(M, dtype=alpha.dtype, device=alpha.device)
-    weights = []
-    for k in range(K):
-        a = alpha[:, k]
-        weights.append(T * a)
-        T = torch.where(valid[:, k], T * (1 - a), T)
-    w = torch.where(valid, torch.stack(weights, dim=1), 0.0).to(feats.dtype)
+    w = composite_weights(idx2, dists, radius).to(feats.dtype)
 
     # Slots fill contiguously, so sorting pixels by hit count makes "slot k filled" a prefix of the order.
     count = valid.sum(1)
@@ -367,6 +357,25 @@ def alpha_composite(
             acc[max(0, filled[0] - s) :] = bg
         out.index_copy_(0, order[s:e], acc)
     return out.view(B, H, W, C).permute(0, 3, 1, 2)
+
+
+def composite_weights(idx2: torch.Tensor, dists: torch.Tensor, radius: float) -> torch.Tensor:
+    """Front-to-back weights T_k * a_k (M, K) in the dists' dtype, 0 on empty slots.
+
+    idx2: (M, K) packed indices (-1 empty); dists: (M, K) or (B, H, W, K) squared NDC distances.
+    """
+    M, K = idx2.shape
+    valid = idx2 >= 0
+    # MEt3R's expression: float32 division by the Python float r*r (do not rewrite as a multiplication).
+    alpha = (1 - dists / (radius * radius)).reshape(M, K)
+    # T updated only on filled slots, as the kernel's `continue` does.
+    T = torch.ones(M, dtype=alpha.dtype, device=alpha.device)
+    weights = []
+    for k in range(K):
+        a = alpha[:, k]
+        weights.append(T * a)
+        T = torch.where(valid[:, k], T * (1 - a), T)
+    return torch.where(valid, torch.stack(weights, dim=1), 0.0)
 
 
 def splat(

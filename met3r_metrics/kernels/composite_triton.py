@@ -15,24 +15,12 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["alpha_composite_triton", "composite_weights", "SUPPORTED_DTYPES"]
+from ..render import composite_weights
+
+__all__ = ["alpha_composite_triton", "SUPPORTED_DTYPES"]
 
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DEFAULT_CONFIG = {"block_m": 32, "block_c": 128, "num_warps": 4}
-
-
-def composite_weights(idx2: torch.Tensor, dists: torch.Tensor, radius: float) -> torch.Tensor:
-    """(M, K) weights T_k * a_k in the dists' dtype, 0 on empty slots (the exact path's expressions)."""
-    M, K = idx2.shape
-    valid = idx2 >= 0
-    alpha = (1 - dists / (radius * radius)).reshape(M, K)
-    T = torch.ones(M, dtype=alpha.dtype, device=alpha.device)
-    weights = []
-    for k in range(K):
-        a = alpha[:, k]
-        weights.append(T * a)
-        T = torch.where(valid[:, k], T * (1 - a), T)
-    return torch.where(valid, torch.stack(weights, dim=1), 0.0)
 
 
 @triton.jit
