@@ -1,8 +1,11 @@
 """Shared fixtures. Golden data lives in ../shared/golden relative to the repository root and never skips."""
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_ROOT = (REPO_ROOT / ".." / "shared" / "golden").resolve()
@@ -84,3 +87,22 @@ def sequence_folder(tmp_path: Path) -> Path:
     write_png_sequence(root / "seq_c", 2, seed=2)
     write_gif(root / "clip.gif", 4)
     return root
+
+
+@contextlib.contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, restored after: tiny networks on 2 shared cores run several times
+    faster on one thread than on two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Module-wide :func:`torch_threads` (1); opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    with torch_threads(1):
+        yield

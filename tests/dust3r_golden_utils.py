@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import golden_path
+from conftest import golden_path, torch_threads
 
 CONFIGS = ("dust3r_linear_tiny", "dust3r_dpt_tiny", "mast3r_catmlpdpt_tiny")
 CASES = ("sq64", "land48x80", "mixed48x80_80x48")
@@ -19,10 +19,8 @@ REF64_CASE = "land48x80"
 @pytest.fixture(autouse=True, scope="module")
 def single_thread():
     """Tiny models run fastest on one thread; on a shared 2-core box, 2 threads are ~5x slower. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @lru_cache(maxsize=None)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_gif, write_mp4, write_png_sequence
+from conftest import torch_threads, write_gif, write_mp4, write_png_sequence
 
 from met3r_metrics.cli.evaluate import compose_config, run
 
@@ -124,12 +124,8 @@ def test_scores_equal_the_functional_metric(single_run: Path, tiny_kwargs, data_
 
     rec = {r["sequence"]: r for r in _lines(single_run / "sequences.jsonl")}["seq_b"]
     views = mio.read_frame_folder(data_dir / "seq_b")  # uint8, 0..255
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CI cores
-    try:
+    with torch_threads(1):  # shared CI cores
         expected = met3r(views[None], variant="official", **tiny_kwargs, return_details=True)
-    finally:
-        torch.set_num_threads(threads)
     assert rec["pair_scores"] == pytest.approx(expected.pair_scores[0].tolist(), abs=1e-6)
     assert rec["score"] == pytest.approx(float(expected.sequence_scores[0]), abs=1e-6)
     assert rec["overlap"] == pytest.approx(expected.overlap[0].tolist(), abs=1e-6)

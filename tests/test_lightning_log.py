@@ -12,7 +12,7 @@ pytest.importorskip("lightning")
 from lightning.pytorch import LightningModule, Trainer  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from conftest import golden_path  # noqa: E402
+from conftest import golden_path, torch_threads  # noqa: E402
 from met3r_metrics import MEt3R, met3r  # noqa: E402
 from met3r_metrics.testing import tiny_met3r_kwargs  # noqa: E402
 
@@ -54,9 +54,7 @@ def data() -> torch.Tensor:
 
 
 def test_self_log_metric_fit_and_validate(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, data) -> None:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         kw = tiny_met3r_kwargs(golden_path(), tmp_path_factory.mktemp("tiny_pl"))
         model = _ToyGenerator(kw)
         loader = DataLoader(TensorDataset(data), batch_size=2)
@@ -81,5 +79,4 @@ def test_self_log_metric_fit_and_validate(tmp_path: Path, tmp_path_factory: pyte
         buf = io.BytesIO()
         torch.save(model.state_dict(), buf)
         assert buf.tell() < 5000
-    finally:
-        torch.set_num_threads(n)
+

@@ -37,13 +37,7 @@ CASES = {
 FIXED_GEOMETRY = {"f_stereo_fixed_geometry", "f2_stereo_fixed_geometry_altered"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # 2 shared cores: one intra-op thread is several times faster than two under contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest on shared cores
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ from met3r_metrics.scorer import get_scorer
 from met3r_metrics.testing import tiny_met3r_kwargs
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny nets: one thread is fastest on shared cores
 
 
 @pytest.fixture(scope="module")
