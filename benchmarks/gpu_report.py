@@ -77,13 +77,21 @@ def main(path: str) -> None:
                        + f" | {fmt(s['sum_ms_per_pair'], 2)} |")
         out.append("")
     if "sequence" in r:
-        out += ["## Sequences (consecutive pairs, 256x256, official variant, chunks of 16 pairs)", "",
+        out += ["## Sequences (consecutive pairs, 256x256, official variant, library-default chunks of 8 pairs)", "",
                 "| frames | mode | pairs/s | seconds | peak GiB | peak above inputs+weights GiB | baseline s | speedup |",
                 "|---|---|---|---|---|---|---|---|"]
         for s in r["sequence"]:
             out.append(f"| {s['frames']} | {s['mode']} | {fmt(s['pairs_per_s'])} | {fmt(s['seconds'], 2)} | {fmt(s['peak_gib'], 2)} "
                        f"| {fmt(s['peak_above_inputs_and_weights_gib'], 2)} | {fmt(s['baseline_seconds'], 2) if 'baseline_seconds' in s else ''} "
                        f"| {fmt(s['speedup']) + 'x' if 'speedup' in s else ''} |")
+        out.append("")
+    if "compiled" in r:
+        out += ["## Opt-in `met3r_metrics.compile.compile_networks` (torch.compile of the transformer blocks)", "",
+                "| size | batch | mode | pairs/s | ms/pair | peak GiB | first call s | max abs score diff vs uncompiled |",
+                "|---|---|---|---|---|---|---|---|"]
+        for c in r["compiled"]:
+            out.append(f"| {c['size']} | {c['batch']} | {c['mode']} | {fmt(c['pairs_per_s'])} | {fmt(c['ms_per_pair'], 2)} "
+                       f"| {fmt(c['peak_gib'], 2)} | {fmt(c['first_call_s'])} | {c['max_abs_diff_vs_uncompiled']:.1e} |")
         out.append("")
     if "accuracy_golden" in r or "accuracy_random" in r:
         out += ["## Accuracy of the fast modes", "", "| what | mode | max abs score diff |", "|---|---|---|"]
