@@ -270,7 +270,7 @@ def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16) -> str
     return table
 
 
-def compiled_rows(nets) -> list[dict]:
+def compiled_rows(nets, mode_kw: dict | None = None, chunk: int | None = None) -> list[dict]:
     """Opt-in torch.compile of the transformer blocks: compile time, speed and score deviation.
 
     Runs last: compiling mutates the shared networks in place.
@@ -283,18 +283,20 @@ def compiled_rows(nets) -> list[dict]:
         over = set_precision(mode)
         images = rand_images(batch, 2, 3, size, size)
         refs[(size, batch, mode)] = build_scorer("official", *nets, True, **over).score_sequences(images, [(0, 1)])["pair_scores"]
-    compile_networks(build_scorer("official", *nets, True), dynamic=False)
+    compile_networks(build_scorer("official", *nets, True), dynamic=False, **(mode_kw or {}))
+    extra = {"batch_size": chunk} if chunk else {}
     rows = []
     for size, batch, mode in cases:
         over = set_precision(mode)
-        scorer = build_scorer("official", *nets, True, **over)
+        scorer = build_scorer("official", *nets, True, **over, **extra)
         images = rand_images(batch, 2, 3, size, size)
         t0 = time.perf_counter()
         got = scorer.score_sequences(images, [(0, 1)])["pair_scores"]
         sync()
         first = time.perf_counter() - t0
         r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
-        rows.append({"size": size, "batch": batch, "mode": mode, "first_call_s": first, "pairs_per_s": batch / r["median_s"],
+        rows.append({"size": size, "batch": batch, "mode": mode, "compile": mode_kw or {}, "chunk": scorer.settings["batch_size"],
+                     "first_call_s": first, "pairs_per_s": batch / r["median_s"],
                      "ms_per_pair": 1e3 * r["median_s"] / batch, "peak_gib": r["peak_gib"],
                      "max_abs_diff_vs_uncompiled": float((got - refs[(size, batch, mode)]).abs().max())})
     return rows
@@ -307,6 +309,8 @@ def main() -> None:
     ap.add_argument("--golden", default=None)
     ap.add_argument("--sections", default="all")
     ap.add_argument("--long-frames", type=int, default=1000)
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode for the compile section")
+    ap.add_argument("--chunk", type=int, default=None, help="batch_size setting for the compile section")
     args = ap.parse_args()
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -394,7 +398,7 @@ def main() -> None:
             log(f"sequence {r}")
         save()
     if on("compile"):
-        res["compiled"] = compiled_rows(nets["official"])
+        res["compiled"] = compiled_rows(nets["official"], {"mode": args.compile_mode} if args.compile_mode else None, args.chunk)
         for r in res["compiled"]:
             log(f"compiled {r}")
     save()
