@@ -14,3 +14,22 @@ def test_import_has_no_global_side_effects():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0.1.0"
+
+
+def test_ci_runs_exactly_the_readme_setup_commands():
+    """.ci/run installs and tests with the two commands of README.md's "Set up a fresh machine" block."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"## Set up a fresh machine\s+```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md has no 'Set up a fresh machine' bash block"
+    readme_cmds = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+    assert readme_cmds == ['pip install torch==2.13.0 -e ".[dev]"', "python3 -m pytest -q"]
+    ci_cmds = [
+        line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert ci_cmds[-2:] == readme_cmds
+    assert "set -euo pipefail" in ci_cmds  # a failing install or test run fails CI
