@@ -132,6 +132,46 @@ def test_offline_error_names_file_and_prefetch_command(tmp_path, monkeypatch) ->
         load_featup_dino("not_a_registry_name")
 
 
+def test_registry_files_in_torch_hub_cache_load(tmp_path, monkeypatch, official_d2, reference, image_32x48) -> None:
+    """Tiny official-layout files placed where a download lands (torch hub cache) load through the registry
+    name, the default source and the official URL, offline; the ViT comes from the cached DINO .pth when the
+    FeatUp file has none; the no_norm file (no ChannelNorm keys) loads with use_norm=False."""
+    from met3r_metrics.weights import CHECKPOINTS
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpts = tmp_path / "hub" / "checkpoints"
+    (ckpts / "no_norm").mkdir(parents=True)
+    prefix = "model.0.model."
+    torch.save(_lightning_ckpt(official_d2, with_vit=False), ckpts / "dino16_jbu_stack_cocostuff.ckpt")
+    torch.save({k[len(prefix) :]: v for k, v in official_d2.items() if k.startswith(prefix)},
+               ckpts / "dino_deitsmall16_pretrain.pth")
+    no_norm = {k: v for k, v in official_d2.items() if not k.startswith("model.1.norm.")}
+    torch.save(_lightning_ckpt(no_norm), ckpts / "no_norm" / "dino16_jbu_stack_cocostuff.ckpt")
+
+    with torch.no_grad():
+        expected = reference(image_32x48)
+        for source in (None, "featup_dino16_jbu", CHECKPOINTS["featup_dino16_jbu"].url):
+            model = load_featup_dino(source, depth=2)
+            assert not model.training and not any(p.requires_grad for p in model.parameters())
+            torch.testing.assert_close(model(image_32x48), expected, atol=0, rtol=0)
+        plain = load_featup_dino(use_norm=False, depth=2)
+        assert plain.featurizer.channel_norm is None
+        ref = reference.featurizer
+        torch.testing.assert_close(plain.featurizer(image_32x48), ref.tokens(ref.normalize(image_32x48)),
+                                   atol=0, rtol=0)
+        dino = load_dino_featurizer(depth=2)
+        torch.testing.assert_close(dino(image_32x48), ref.tokens(ref.normalize(image_32x48)), atol=0, rtol=0)
+
+
+def test_layer_norm_eps() -> None:
+    """ViT LayerNorms eps 1e-6 (DINO), ChannelNorm eps 1e-5 (FeatUp); the float64 goldens also catch a swap."""
+    feat = DinoFeaturizer(depth=2, use_norm=True)
+    vit_norms = [m for m in feat.vit.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(vit_norms) == 2 * 2 + 1 and all(m.eps == 1e-6 for m in vit_norms)
+    assert feat.channel_norm.eps == 1e-5
+
+
 # ------------------------------------------------------------------------------------ sizes and state
 
 
