@@ -251,6 +251,21 @@ def test_bad_configs():
         build_stereo_model({"pos_embed": "RoPE100", "img_size": 100})
 
 
+def test_bad_modes_name_argument_expected_and_received():
+    from met3r_metrics.models.dpt import DPTHeadAdapter
+    from met3r_metrics.models.dust3r import reg_dense_conf, reg_dense_depth, reg_desc
+
+    x = torch.zeros(1, 2, 2, 3)
+    with pytest.raises(ValueError, match=r"depth_mode: expected 'linear', 'square' or 'exp', received 'cube'"):
+        reg_dense_depth(x, ("cube", -float("inf"), float("inf")))
+    with pytest.raises(ValueError, match=r"conf_mode: expected 'exp' or 'sigmoid', received 'tanh'"):
+        reg_dense_conf(x[..., 0], ("tanh", 1, float("inf")))
+    with pytest.raises(ValueError, match=r"desc_mode: expected a mode containing 'norm'.*received 'raw'"):
+        reg_desc(x, "raw")
+    with pytest.raises(ValueError, match=r"exactly 4 hooks.*received hooks=\[0, 1, 2\]"):
+        DPTHeadAdapter(dim_tokens=[8, 8, 8, 8], hooks=[0, 1, 2])
+
+
 def test_official_dpt_widths_run_on_odd_grid():
     """Official DPT widths (256/128/(96,192,384,768)) on a 3x5 token grid (path4 crop), narrow backbone."""
     config = {

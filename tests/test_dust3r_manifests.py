@@ -91,6 +91,19 @@ def test_meta_build_equals_manifest(name):
 
 
 @pytest.mark.parametrize("name", STEREO)
+def test_no_train_mode_layers_exact_gelu_and_eps(name):
+    """Inference needs no eval(): no dropout / batch norm anywhere; exact-erf GELU; every LayerNorm eps 1e-6."""
+    model = build_meta(dict(CHECKPOINTS[name].config))
+    modules = list(model.modules())
+    assert not [m for m in modules if isinstance(m, (torch.nn.modules.dropout._DropoutNd,
+                                                     torch.nn.modules.batchnorm._NormBase))]
+    gelus = [m for m in modules if isinstance(m, torch.nn.GELU)]
+    norms = [m for m in modules if isinstance(m, torch.nn.LayerNorm)]
+    assert gelus and all(m.approximate == "none" for m in gelus)
+    assert norms and all(m.eps == 1e-6 for m in norms)
+
+
+@pytest.mark.parametrize("name", STEREO)
 def test_config_json_and_training_string_build_same_layout(name):
     man = manifest(name)
     expected = [(e["key"], e["shape"], e["dtype"]) for e in man["keys"]]

@@ -100,7 +100,10 @@ class DPTHeadAdapter(nn.Module):
     ) -> None:
         super().__init__()
         if len(dim_tokens) != 4 or len(hooks) != 4 or len(layer_dims) != 4:
-            raise ValueError("DPT head needs exactly 4 hooks, 4 token widths and 4 layer_dims")
+            raise ValueError(
+                "DPT head needs exactly 4 hooks, 4 token widths and 4 layer_dims, received "
+                f"hooks={list(hooks)}, dim_tokens={list(dim_tokens)}, layer_dims={list(layer_dims)}"
+            )
         self.hooks = list(hooks)
         self.scratch = _Scratch(layer_dims, feature_dim)
         self.head = nn.Sequential(

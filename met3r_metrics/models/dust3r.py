@@ -81,7 +81,7 @@ def reg_dense_depth(xyz: torch.Tensor, mode: Mode) -> torch.Tensor:
         return xyz * d.square()
     if name == "exp":
         return xyz * torch.expm1(d)  # expm1, not exp - 1: precise for small d
-    raise ValueError(f"unknown depth_mode {name!r}")
+    raise ValueError(f"depth_mode: expected 'linear', 'square' or 'exp', received {name!r}")
 
 
 def reg_dense_conf(x: torch.Tensor, mode: Mode) -> torch.Tensor:
@@ -91,14 +91,14 @@ def reg_dense_conf(x: torch.Tensor, mode: Mode) -> torch.Tensor:
         return vmin + x.exp().clamp(max=vmax - vmin)
     if name == "sigmoid":
         return (vmax - vmin) * torch.sigmoid(x) + vmin
-    raise ValueError(f"unknown conf_mode {name!r}")
+    raise ValueError(f"conf_mode: expected 'exp' or 'sigmoid', received {name!r}")
 
 
 def reg_desc(desc: torch.Tensor, mode: str) -> torch.Tensor:
     """MASt3R descriptors: L2-normalised over the last dim with no epsilon (official) when mode contains 'norm'."""
     if "norm" in mode:
         return desc / desc.norm(dim=-1, keepdim=True)
-    raise ValueError(f"unknown desc_mode {mode!r}")
+    raise ValueError(f"desc_mode: expected a mode containing 'norm' (official: 'norm'), received {mode!r}")
 
 
 def _postprocess(
