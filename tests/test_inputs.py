@@ -51,13 +51,16 @@ def test_half_precision_accepted() -> None:
 def test_bad_shapes(shape: tuple[int, ...], match: str) -> None:
     with pytest.raises(ValueError, match=match) as err:
         validate_images(torch.zeros(shape))
-    assert "images" in str(err.value) and "got" in str(err.value)
+    assert str(err.value).startswith("images: expected ") and ", got " in str(err.value)
 
 
 def test_bad_values() -> None:
     x = _imgs(1, 2, 3, 32, 32)
     x[0, 0, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="images: expected finite values, got NaN or inf"):
+        validate_images(x)
+    x[0, 0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="images: expected finite values, got NaN or inf"):
         validate_images(x)
     with pytest.raises(ValueError, match=r"values in \[-1, 1\].*got values in"):
         validate_images(_imgs(1, 2, 3, 32, 32, lo=0, hi=255))
@@ -76,7 +79,7 @@ def test_tiny_overshoot_is_clamped() -> None:
 
 
 def test_device_mismatch() -> None:
-    with pytest.raises(ValueError, match="metric's device meta"):
+    with pytest.raises(ValueError, match="images: expected a tensor on the metric's device meta, got a tensor on cpu"):
         validate_images(_imgs(1, 2, 3, 32, 32), device=torch.device("meta"))
 
 
