@@ -159,6 +159,7 @@ def plot_sequence_curves(
             mean = np.nanmean(stacked, axis=0)
         ax.plot(np.arange(length), mean, color="black", lw=2.5, label="mean")
     ax.set_xlabel(xlabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # pair indices: no 0.5 ticks
     ax.set_ylabel("MEt3R (lower is more consistent)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -188,5 +189,6 @@ def plot_score_histogram(
     ax.set_title(title + (f" ({n_nan} without overlap)" if n_nan else ""))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
+    ax.yaxis.get_major_locator().set_params(integer=True)  # counts: no 0.5 ticks
     ax.grid(alpha=0.3)
     return fig

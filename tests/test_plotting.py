@@ -35,8 +35,15 @@ def test_plot_pair_maps_checks_shapes():
 
 def test_curves_and_histogram(tmp_path):
     curves = {"s0": [0.1, 0.2, float("nan")], "s1": np.array([0.3, 0.25])}
-    fig = plot_sequence_curves(curves)
-    fig.savefig(tmp_path / "c.png")
+    fig = plot_sequence_curves(curves, title="T", xlabel="X")
+    ax = fig.axes[0]
+    assert (ax.get_title(), ax.get_xlabel()) == ("T", "X") and "MEt3R" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["s0", "s1", "mean"]
+    assert len(ax.lines) == 3 and np.allclose(ax.lines[2].get_ydata()[:2], [0.2, 0.225])  # mean over sequences
+    fig.savefig(tmp_path / "c.png")  # draws: ticks are final
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # pair indices
     fig = plot_score_histogram([0.1, 0.2, float("nan"), 0.3])
-    assert "1 without overlap" in fig.axes[0].get_title()
-    fig.savefig(tmp_path / "h.png")
+    ax = fig.axes[0]
+    assert "1 without overlap" in ax.get_title() and ax.get_ylabel() == "count"
+    fig.savefig(tmp_path / "h.png")  # draws: ticks are final
+    assert all(float(t).is_integer() for t in ax.get_yticks())  # counts, not 0.5 steps

@@ -174,7 +174,17 @@ def _tqdm(disable: bool, **kwargs: Any) -> Any:
     return tqdm(disable=disable, dynamic_ncols=True, **kwargs)
 
 
-def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int) -> None:
+def _curve_labels(pairing: str, gap: int) -> dict[str, str]:
+    """Title and x label of sequence_curves.png for the pairing protocol used."""
+    if pairing == "first":
+        return {"title": "MEt3R per pair with the first frame", "xlabel": "pair index k (frame 0 -> k+1)"}
+    if pairing == "all":
+        return {"title": "MEt3R per pair (all pairs i < j)", "xlabel": "pair index (pairs (i, j), i < j, in row-major order)"}
+    step = "i+1" if gap == 1 else f"i+{gap}"
+    return {"title": "MEt3R per consecutive pair" + ("" if gap == 1 else f" (gap {gap})"), "xlabel": f"pair index i (frame i -> {step})"}
+
+
+def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, pairing: str = "consecutive", gap: int = 1) -> None:
     try:
         from met3r_metrics.plotting import plot_score_histogram, plot_sequence_curves
     except ImportError:  # pragma: no cover
@@ -184,7 +194,7 @@ def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int) -
         return
     try:
         curves = {r["sequence"]: [float("nan") if s is None else s for s in r["pair_scores"]] for r in ok[:max_curves]}
-        plot_sequence_curves(curves).savefig(out_dir / "sequence_curves.png", dpi=120)
+        plot_sequence_curves(curves, **_curve_labels(pairing, gap)).savefig(out_dir / "sequence_curves.png", dpi=120)
         pair_scores = [float("nan") if s is None else s for r in ok for s in r["pair_scores"]]
         plot_score_histogram(pair_scores, title="MEt3R per pair").savefig(out_dir / "histogram.png", dpi=120)
     except ImportError as err:
@@ -351,7 +361,8 @@ def _finalize(
         "argv": sys.argv,
     }, indent=2) + "\n")
     if output["plots"]:
-        _write_plots(out_dir, merged, int(output["max_curves"]))
+        protocol = fingerprint["protocol"]
+        _write_plots(out_dir, merged, int(output["max_curves"]), str(protocol["pairing"]), int(protocol["pair_gap"]))
     if int(output["worst_pairs"]) > 0:
         try:
             _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], scorer, int(output["worst_pairs"]), rules)
