@@ -32,6 +32,26 @@ def test_gif_and_mp4(tmp_path):
     assert (mp4.float() - expected).abs().mean() < 20  # lossy codec, same content
 
 
+def test_webm(tmp_path):
+    """WebM (VP9 via PyAV) reads like mp4: every frame, in order, RGB uint8."""
+    av = pytest.importorskip("av")
+    path, frames = tmp_path / "a.webm", _moving_pattern(5, 64, 64, seed=4)
+    try:
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("libvpx-vp9", rate=10)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    except (av.error.FFmpegError, ValueError) as err:  # encoder missing from this FFmpeg build
+        pytest.skip(f"no VP9 encoder: {err}")
+    views = io.read_video(path)
+    assert views.shape == (5, 3, 64, 64) and views.dtype == torch.uint8
+    expected = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    assert (views.float() - expected).abs().mean() < 20  # lossy codec, same content
+    assert [s.kind for s in io.discover_sequences(tmp_path)] == ["video"]
+
+
 def test_tensor_files(tmp_path):
     x = torch.rand(3, 4, 3, 16, 32)
     torch.save(x, tmp_path / "x.pt")
