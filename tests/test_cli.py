@@ -91,6 +91,8 @@ def test_outputs_of_a_folder_run(single_run: Path):
     for name in ("pairs.csv", "sequences.jsonl", "summary.json", "config.yaml", "settings.json",
                  "sequence_curves.png", "histogram.png", "worst_pairs.png", "run_info.json"):
         assert (out / name).is_file(), name
+    config = (out / "config.yaml").read_text()  # the resolved config, command-line overrides included
+    assert f"dir: {out}" in config and "batch_size: 3" in config and "worst_pairs: 2" in config and "???" not in config
     records = _lines(out / "sequences.jsonl")
     names = [r["sequence"] for r in records]
     assert names == ["broken.mp4", "clip.gif", "clip.mp4", "seq_a", "seq_b", "too_short"]  # natural order
@@ -160,21 +162,26 @@ def test_tensor_file_needs_explicit_resize(tiny, tmp_path):
 
 
 def test_sigkill_midway_then_resume(tiny, data_dir, single_run, tmp_path):
-    """Kill -9 after the first finished sequence: nothing finished is lost, no corrupt line."""
+    """Kill -9 after the first *scored* sequence: nothing finished is lost, no corrupt line.
+
+    The first sequence in order (broken.mp4) is an error, which a resume retries; the kill waits for
+    the second line (clip.gif, status ok), whose record (with its timing) must survive verbatim.
+    """
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}",
            "runtime.batch_size=3", "output.plots=false", *tiny]
-    proc = subprocess.Popen(cmd, env=_env(_MET3R_EVAL_SLEEP_AFTER_SEQUENCE="30"), cwd=tmp_path,
+    proc = subprocess.Popen(cmd, env=_env(_MET3R_EVAL_SLEEP_AFTER_SEQUENCE="8"), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     jsonl = out / "sequences.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 1):
+    deadline = time.time() + 180
+    while time.time() < deadline and not (jsonl.exists() and jsonl.read_bytes().count(b"\n") >= 2):
         assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.2)
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     kept = _lines(jsonl)
-    assert len(kept) == 1 and not (out / "summary.json").exists()
+    assert len(kept) == 2 and not (out / "summary.json").exists()
+    assert [r["status"] for r in kept] == ["error", "ok"] and kept[1]["sequence"] == "clip.gif"
     # what a kill in the middle of a write would leave: a partial trailing line
     with open(jsonl, "ab") as fh:
         fh.write(b'{"sequence":"seq_a","status":"ok","sco')
@@ -183,7 +190,7 @@ def test_sigkill_midway_then_resume(tiny, data_dir, single_run, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = _lines(jsonl)
     assert len(records) == 6
-    assert kept[0] in records  # the finished sequence was kept, not recomputed
+    assert kept[1] in records  # the finished sequence was kept, not recomputed ("seconds" would differ)
     # same numbers as an uninterrupted run
     expected = json.loads((single_run / "summary.json").read_text())
     got = json.loads((out / "summary.json").read_text())
@@ -216,3 +223,41 @@ def test_console_script_main_job_line(tiny, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_sequences"] == 1 and summary["num_pairs"] == 2
     assert "MEt3R (official) =" in done.stdout
+
+
+def test_config_groups_and_overrides():
+    """The four groups compose, group choices and single values override; nothing runs."""
+    cfg = compose_config(["data.path=/x/seqs", "metric=paper", "runtime=fast", "runtime.batch_size=4",
+                          "data.resize=[64,96]", "output.worst_pairs=3"])
+    assert set(cfg) >= {"metric", "data", "runtime", "output"}
+    assert cfg.metric.variant == "paper" and cfg.metric.pairing == "consecutive"
+    assert cfg.runtime.precision == "bf16" and cfg.runtime.batch_size == 4
+    assert list(cfg.data.resize) == [64, 96] and cfg.output.worst_pairs == 3
+    assert cfg.output.dir == "met3r_results/seqs_paper"  # default dir: data name + variant (re-run resumes)
+
+
+def test_console_script_errors_leave_no_results_dir(tmp_path):
+    """No data.path: a clear message and no (empty) results dir; missing weights: the met3r-download command."""
+    script = shutil.which("met3r-eval")
+    exe = [script] if script else [sys.executable, "-c", "from met3r_metrics.cli.evaluate import main; main()"]
+    done = subprocess.run(exe, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "set data.path=" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+    seq = write_png_sequence(tmp_path / "one_sequence", 2)
+    caches = {"TORCH_HOME": str(tmp_path / "torch"), "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+              "HF_HOME": str(tmp_path / "hf_home")}
+    done = subprocess.run([*exe, f"data.path={seq}", "runtime.device=cpu", "runtime.progress=false"],
+                          env=_env(**caches), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "met3r-download mast3r_512_catmlpdpt_metric" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "met3r_results" / "one_sequence_official" / "summary.json").exists()
+
+
+def test_curve_plot_labels_follow_the_pairing():
+    from met3r_metrics.cli.evaluate import _curve_labels
+
+    assert _curve_labels("consecutive", 1)["xlabel"].endswith("(frame i -> i+1)")
+    assert _curve_labels("consecutive", 3)["xlabel"].endswith("(frame i -> i+3)")
+    assert "frame 0 -> k+1" in _curve_labels("first", 1)["xlabel"] and "first" in _curve_labels("first", 1)["title"]
+    assert "i < j" in _curve_labels("all", 1)["title"]
