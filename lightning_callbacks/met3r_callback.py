@@ -283,6 +283,20 @@ class MEt3RCallback(Callback):
             # "use sync_dist=True at epoch level" hint for exactly our keys.
             keys = "|".join(re.escape(repr(k)) for k in self.log_keys.values())
             warnings.filterwarnings("ignore", message=rf"It is recommended to use `self\.log\(({keys})")
+        # A MEt3R number only means something with the settings that made it: record them once
+        # per run as hyperparameters (hparams.yaml for CSV/TensorBoard, the run config for W&B).
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_hyperparams({self._key("met3r_settings"): self.settings})
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The resolved MEt3R settings (variant, backbone, img_size, symmetric, pairing, ...)."""
+        if self.met3r_metric is None:  # cheap: MEt3R builds its networks on first use only
+            from met3r_metrics import MEt3R
+
+            self.met3r_metric = MEt3R(**self.metric_kwargs)
+        return self.met3r_metric.settings
 
     def _build_networks(self, device: torch.device) -> None:
         """Move the metrics to ``device`` and build MEt3R's frozen networks there.

@@ -108,6 +108,13 @@ def test_fit_logs_met3r_and_fid_equal_to_by_hand(tmp_path: Path, tiny_kwargs: di
         assert math.isclose(logged[f"val/{name}"], value, rel_tol=TOL, abs_tol=TOL), name
     assert math.isfinite(logged["val/met3r"]) and logged["val/fid"] >= 0
 
+    # The resolved settings go into the run's hyperparameters (next to every logged number).
+    import yaml
+
+    hparams = yaml.safe_load((Path(trainer.logger.log_dir) / "hparams.yaml").read_text())
+    assert hparams["val/met3r_settings"] == callback.settings
+    assert callback.settings["img_size"] == 64 and callback.settings["variant"] == "official"
+
     # Logged once per evaluated epoch, to the CSV logger (rank 0).
     rows = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
