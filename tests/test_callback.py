@@ -225,6 +225,33 @@ def test_validate_ignores_epoch_gating_and_builds_normal_tensors(tmp_path: Path,
     assert params and not any(p.is_inference() for p in params)
 
 
+def test_limit_batches_real_fn_and_metric_kwargs(tmp_path: Path, tiny_kwargs: dict) -> None:
+    """limit_batches caps the batches per evaluation, a custom real_fn feeds FID, metric_kwargs reach MEt3R."""
+    real_calls: list[int] = []
+    grad_enabled: list[bool] = []
+
+    def real_fn(batch: dict) -> torch.Tensor:
+        real_calls.append(batch["images"].shape[0])
+        return batch["images"]
+
+    def sample_fn(module: ToyViewGenerator, batch: dict, batch_idx: int) -> torch.Tensor:
+        grad_enabled.append(torch.is_grad_enabled())
+        return module.sample_views(batch)
+
+    callback = MEt3RCallback(sample_fn, real_fn, metric_kwargs={**tiny_kwargs, "pairing": "first"},
+                             fid_feature=TinyFeatureExtractor(seed=0), limit_batches=1, num_plot_pairs=0)
+    _, val = _loaders(n=6, batch_size=2)
+    trainer = _trainer(tmp_path, [callback], limit_val_batches=3)
+    trainer.validate(ToyViewGenerator(num_views=3), val)
+    assert real_calls == [2] and grad_enabled == [False]  # one of the three batches
+    details = callback.met3r_metric.compute_details()
+    assert int(details["num_sequences"]) == 2 and int(details["num_pairs"]) == 4  # (0, 1), (0, 2) per sample
+    assert callback.settings["pairing"] == "first"
+    assert int(callback.fid_metric.real_features_num_samples) == 2
+    assert int(callback.fid_metric.fake_features_num_samples) == 6  # B * V generated images
+    assert math.isfinite(float(trainer.callback_metrics["val/fid"]))
+
+
 # ----------------------------------------------------------------------------- numerics
 def test_metric_runs_fp32_without_autocast(tiny_kwargs: dict) -> None:
     """Views sampled under bf16 autocast are scored exactly as fp32 views outside autocast."""
