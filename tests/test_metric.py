@@ -287,3 +287,18 @@ def test_networks_built_lazily_once_per_process(kw: dict, seqs: torch.Tensor) ->
     assert len(scorer_mod._NETWORKS) == n_nets
     assert b.scorer is a.scorer and a.scorer.device == a.device
     assert a.scorer.stereo is shared.stereo and a.scorer.features is shared.features
+
+
+def test_scorer_returns_renders_consistent_with_maps(kw: dict, seqs: torch.Tensor) -> None:
+    sc = get_scorer(resolve_settings("official", **kw))
+    x = seqs[:1]  # pairs (0, 1), (1, 2)
+    out = sc.score_sequences(x, return_maps=True, return_renders=True)
+    r = out["renders"]
+    assert r.shape == (1, 2, 2, 384, 64, 64)
+    mask = out["overlap_masks"]
+    # the official cosine map recomputed from the returned renders
+    cos = (r[:, :, 0] * r[:, :, 1]).sum(2) / (r[:, :, 0].norm(dim=2) * r[:, :, 1].norm(dim=2) + 1e-5)
+    torch.testing.assert_close((1 - cos)[mask], out["score_maps"][mask], atol=1e-5, rtol=0)
+    # outside the overlap mask at least one render is 0 (non-covered pixels zeroed, as officially)
+    empty = (r.abs().sum(3) == 0)
+    assert (empty[:, :, 0] | empty[:, :, 1])[~mask].all() and not empty[:, :, 0][mask].any()
