@@ -147,6 +147,9 @@ def test_score_end_to_end(case: str, tiny_dir: Path) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_intermediates(case: str, tiny_dir: Path) -> None:
     g = _golden(case)
+    # every tensor cases.json lists for this case is present (and checked below or in test_score_end_to_end)
+    listed = set(json.loads(golden_path("met3r", "cases.json").read_text())["cases"][case]["tensors"])
+    assert set(g) == listed, f"{case}: golden tensors {sorted(set(g) ^ listed)} differ from cases.json"
     r = _run(case, tiny_dir)
     report = {}
     if "pred1_pts3d" in g:
@@ -176,6 +179,10 @@ def test_intermediates(case: str, tiny_dir: Path) -> None:
     if "render" in g:
         d = (r["renders"] - g["render"]).abs().permute(0, 1, 3, 4, 2)[covered]
         assert (d <= 1e-3).float().mean().item() >= 0.99
+    checked = set(report) | ({"coverage", "render_norm", "render"} & set(g))
+    # score/overlap_mask/score_map: test_score_end_to_end; score_f64path is informational (README section 4)
+    end_to_end = {"score", "score_f64path", "overlap_mask", "score_map"}
+    assert set(g) - end_to_end <= checked, f"{case}: unchecked golden tensors {sorted(set(g) - end_to_end - checked)}"
     print(case, {k: round(v, 4) for k, v in report.items()})
     bad = {k: v for k, v in report.items() if not v <= 1.0}
     assert not bad, f"{case}: tolerance ratios > 1 (|diff| / tolerance): {bad}"
