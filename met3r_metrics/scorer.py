@@ -36,6 +36,9 @@ from .settings import NETWORK_KEYS, make_pairs, resolve_settings, settings_key
 __all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size"]
 
 _BACKGROUND = -10000.0
+# Frames per feature-network call inside score_sequences: bounds the JBU's transient memory (each 256x256
+# frame's last JBU step holds ~200 MB of 384-channel maps); the results do not depend on it.
+_FEATURE_FRAMES = 4
 
 
 def render_size(img_size: int | Sequence[int] | None, height: int, width: int) -> tuple[int, int]:
@@ -188,7 +191,8 @@ class MEt3RScorer(nn.Module):
         Args:
             pts3d: (n, 2, H, W, 3) point maps of view 1 and view 2, both in view 1's frame.
             conf: (n, 2, H, W) confidences.
-            features: (n, 2, C, H, W) features of view 1 and view 2 (pixel-aligned with pts3d).
+            features: (n, 2, C, H, W) features of view 1 and view 2 (pixel-aligned with pts3d), or the
+                same in points layout (n, 2, H*W, C) (what :meth:`score_sequences` passes: no copy).
             return_renders: also return the renders (n, 2, C, h, w) (non-covered pixels 0).
 
         Returns:
@@ -203,10 +207,14 @@ class MEt3RScorer(nn.Module):
         pts3d, conf = pts3d.detach().float(), conf.detach().float()
         focal_px = estimate_focal(canonical_pointmap(pts3d, conf))
         focal_ndc = focal_to_ndc(focal_px, h, w, s["focal_convention"])
-        c = features.shape[2]
         from .render import splat  # lazy import keeps `import met3r_metrics` light
 
-        feats = features.float().permute(0, 1, 3, 4, 2).reshape(2 * n, h * w, c)
+        if features.dim() == 4:  # points layout (n, 2, H*W, C)
+            c = features.shape[3]
+            feats = features.float().reshape(2 * n, h * w, c)
+        else:
+            c = features.shape[2]
+            feats = features.float().permute(0, 1, 3, 4, 2).reshape(2 * n, h * w, c)
         renders, coverage = splat(
             pts3d.reshape(2 * n, h * w, 3),
             feats,
@@ -217,8 +225,9 @@ class MEt3RScorer(nn.Module):
             background=_BACKGROUND,
         )
         coverage = coverage.view(n, 2, rh, rw)
-        # background pixels become 0 in their own view only (official `rendering[non_overlap] = 0`)
-        renders = torch.where(coverage.view(2 * n, 1, rh, rw), renders, 0.0).view(n, 2, c, rh, rw)
+        # background pixels become 0 in their own view only (official `rendering[non_overlap] = 0`);
+        # in place: the render is a fresh buffer, and a copy would be another 100 MB per view at 256x256
+        renders = renders.masked_fill_(~coverage.view(2 * n, 1, rh, rw), 0.0).view(n, 2, c, rh, rw)
         mask = coverage[:, 0] & coverage[:, 1]
         score, score_map = _pair_scores(
             renders[:, 0], renders[:, 1], mask, s["distance"], cosine_eps=s["cosine_eps"], mask_eps=s["mask_eps"]
@@ -309,10 +318,15 @@ class MEt3RScorer(nn.Module):
                 if need:
                     frames = torch.stack([images[bi, fv] for bi, fv in need])
                     with self._net_precision(images.device):
-                        feats = self.frame_features(frames).float()
                         tok, pos, shape = self.encode(frames)
-                    for k, key in enumerate(need):
-                        cache[key] = (feats[k], tok[k], pos[k])
+                        # features a few frames at a time (the upsampler's 384-channel intermediates are the
+                        # largest transient), stored per frame as (H*W, C): the points layout splatting
+                        # wants, so pairs are gathered with one copy and no per-pair permute
+                        for g in range(0, len(need), _FEATURE_FRAMES):
+                            f = self.frame_features(frames[g : g + _FEATURE_FRAMES]).float()
+                            f = f.permute(0, 2, 3, 1).reshape(f.shape[0], h * w, f.shape[1])
+                            for k, key in enumerate(need[g : g + _FEATURE_FRAMES]):
+                                cache[key] = (f[k], tok[g + k], pos[g + k])
                 ka = [(bi, fa) for bi, _, _, fa, _ in chunk]
                 kb = [(bi, fb) for bi, _, _, _, fb in chunk]
                 with self._net_precision(images.device):
