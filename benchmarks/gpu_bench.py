@@ -341,7 +341,7 @@ def main() -> None:
             log(f"golden {r}")
         save()
 
-    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "baseline", "sequence", "profile", "compile")):
+    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "e2e256", "baseline", "sequence", "profile", "compile")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -382,6 +382,13 @@ def main() -> None:
             rows.append(r)
             log(f"e2e official 256 b16 tf32 chunk {chunk}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         res["e2e"] = rows
+        save()
+    if on("e2e256"):  # quick re-check of the official 256x256 rows (speed and peak memory)
+        rows = [e2e(nets["official"], "official", 256, b, m) for b in (1, 16) for m in ("fp32", "tf32", "bf16")]
+        rows += [e2e(nets["official"], "official", 256, 16, "tf32", batch_size=c) for c in (4, 16)]
+        for r in rows:
+            log(f"e2e256 b{r['batch']} chunk {r['chunk']} {r['mode']}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
+        res["e2e256"] = rows
         save()
     if on("baseline"):
         res["baseline"] = [baseline_rows(nets["official"], 256, 16), baseline_rows(nets["official"], 256, 1),
