@@ -36,9 +36,6 @@ from .settings import NETWORK_KEYS, make_pairs, resolve_settings, settings_key
 __all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size"]
 
 _BACKGROUND = -10000.0
-# Frames per feature-network call inside score_sequences: bounds the JBU's transient memory (each 256x256
-# frame's last JBU step holds ~200 MB of 384-channel maps); the results do not depend on it.
-_FEATURE_FRAMES = 4
 
 
 def render_size(img_size: int | Sequence[int] | None, height: int, width: int) -> tuple[int, int]:
@@ -319,14 +316,12 @@ class MEt3RScorer(nn.Module):
                     frames = torch.stack([images[bi, fv] for bi, fv in need])
                     with self._net_precision(images.device):
                         tok, pos, shape = self.encode(frames)
-                        # features a few frames at a time (the upsampler's 384-channel intermediates are the
-                        # largest transient), stored per frame as (H*W, C): the points layout splatting
-                        # wants, so pairs are gathered with one copy and no per-pair permute
-                        for g in range(0, len(need), _FEATURE_FRAMES):
-                            f = self.frame_features(frames[g : g + _FEATURE_FRAMES]).float()
-                            f = f.permute(0, 2, 3, 1).reshape(f.shape[0], h * w, f.shape[1])
-                            for k, key in enumerate(need[g : g + _FEATURE_FRAMES]):
-                                cache[key] = (f[k], tok[g + k], pos[g + k])
+                        f = self.frame_features(frames).float()
+                    # stored per frame as (H*W, C), the points layout splatting wants: pairs are gathered
+                    # with one copy and no per-pair permute
+                    f = f.permute(0, 2, 3, 1).reshape(f.shape[0], h * w, f.shape[1])
+                    for k, key in enumerate(need):
+                        cache[key] = (f[k], tok[k], pos[k])
                 ka = [(bi, fa) for bi, _, _, fa, _ in chunk]
                 kb = [(bi, fb) for bi, _, _, _, fb in chunk]
                 with self._net_precision(images.device):
