@@ -56,9 +56,7 @@ def estimate_focal(canon: Tensor) -> Tensor:
     return torch.nanmedian(votes, dim=-2).values
 
 
-def focal_to_ndc(
-    focal_px: Tensor, height: int, width: int, convention: str = "official", render_hw: tuple[int, int] | None = None
-) -> Tensor:
+def focal_to_ndc(focal_px: Tensor, height: int, width: int, convention: str = "official") -> Tensor:
     """Pixel focal -> the NDC focal handed to the point renderer.
 
     Args:
@@ -68,13 +66,10 @@ def focal_to_ndc(
             convention; the render is zoomed unless fx = W; kept for parity).
             ``"pinhole"``: ``2 f / min(H, W)``, the focal that re-renders the input camera
             (PyTorch3D NDC: the short side spans [-1, 1]).
-        render_hw: unused by both conventions (NDC focals are resolution-free); accepted for
-            symmetry with callers.
 
     Returns:
         (N, 2) NDC focals.
     """
-    del render_hw
     if convention == "official":
         # divide (not multiply by a reciprocal) to match the official float32 rounding
         return torch.stack((1 + focal_px[:, 0] / width, 1 + focal_px[:, 1] / height), dim=-1)
