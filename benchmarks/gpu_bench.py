@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
@@ -31,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.baseline import official_structure_pairs, official_structure_sequence  # noqa: E402
 from benchmarks.synthetic import build_scorer, random_networks, smooth_surface_pair  # noqa: E402
+from benchmarks.timing import event_ms as _event_ms  # noqa: E402
 from met3r_metrics.distances import pair_scores  # noqa: E402
 from met3r_metrics.geometry import canonical_pointmap, estimate_focal, focal_to_ndc  # noqa: E402
 from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points, rasterize_points  # noqa: E402
@@ -70,17 +70,8 @@ def bench(fn, *, budget_s: float = 1.5, min_reps: int = 3, max_reps: int = 30, w
 
 
 def event_ms(fn, reps: int = 5) -> float:
-    """Median device time (ms) of ``fn`` measured with CUDA events."""
-    fn()
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        sync()
-        out.append(a.elapsed_time(b))
-    return statistics.median(out)
+    """Median device time (ms) of ``fn`` after one warm-up call (CUDA events)."""
+    return _event_ms(fn, warmup=1, reps=reps)
 
 
 def rand_images(*shape: int) -> torch.Tensor:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -39,21 +38,7 @@ import met3r_metrics.kernels as kernels  # noqa: E402
 from met3r_metrics.models.adaptive_conv import _forward, adaptive_conv_taps  # noqa: E402
 from met3r_metrics.models.featup import JBULearnedRange, JBUStack, _use_triton_bicubic  # noqa: E402
 from met3r_metrics.render import alpha_composite  # noqa: E402
-
-
-def event_ms(fn, warmup: int = 2, reps: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from benchmarks.timing import event_ms  # noqa: E402
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
