@@ -42,16 +42,16 @@ def official_structure_pairs(
     pts, conf = scorer.decode(tok[:n], pos[:n], tok[n:], pos[n:], shape)
     if geometry is not None:
         pts, conf = geometry
-    focal_ndc = focal_to_ndc(estimate_focal(canonical_pointmap(pts, conf)), h, w, s["focal_convention"])
-    rh, rw = render_size(s["img_size"], h, w)
+    focal_ndc = focal_to_ndc(estimate_focal(canonical_pointmap(pts, conf)), h, w, s.focal_convention)
+    rh, rw = render_size(s.img_size, h, w)
     c = feats.shape[1]
     f = torch.stack((feats[:n], feats[n:]), 1).permute(0, 1, 3, 4, 2).reshape(2 * n, h * w, c)
     ndc = project_points(pts.reshape(2 * n, h * w, 3), focal_ndc.repeat_interleave(2, 0), (rh, rw))
-    idx, _, dists = naive_rasterize_points(ndc, (rh, rw), s["radius"], s["points_per_pixel"], chunk_size=_NAIVE_CHUNK)
-    renders = alpha_composite(idx, dists, f, s["radius"], -10000.0)
+    idx, _, dists = naive_rasterize_points(ndc, (rh, rw), s.radius, s.points_per_pixel, chunk_size=_NAIVE_CHUNK)
+    renders = alpha_composite(idx, dists, f, s.radius, -10000.0)
     cov = (idx[..., 0] >= 0).view(n, 2, rh, rw)
     renders = torch.where(cov.view(2 * n, 1, rh, rw), renders, 0.0).view(n, 2, c, rh, rw)
-    score, _ = pair_scores(renders[:, 0], renders[:, 1], cov[:, 0] & cov[:, 1], s["distance"])
+    score, _ = pair_scores(renders[:, 0], renders[:, 1], cov[:, 0] & cov[:, 1], s.distance)
     return score
 
 

@@ -33,7 +33,8 @@ from benchmarks.synthetic import build_scorer, random_networks, smooth_surface_p
 from benchmarks.timing import event_ms as _event_ms  # noqa: E402
 from met3r_metrics.distances import pair_scores  # noqa: E402
 from met3r_metrics.geometry import canonical_pointmap, estimate_focal, focal_to_ndc  # noqa: E402
-from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points, rasterize_points  # noqa: E402
+from met3r_metrics.render import alpha_composite, project_points, rasterize_points  # noqa: E402
+from met3r_metrics.render_reference import naive_rasterize_points  # noqa: E402
 
 GiB = 1024**3
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -41,11 +42,12 @@ BACKBONES = {"official": "mast3r_512_catmlpdpt_metric", "paper": "dust3r_512_dpt
 
 
 def set_precision(mode: str) -> dict:
-    """Global TF32 switches for ``mode``; returns the settings override."""
+    """Global TF32 switches for ``mode`` (for the stages timed outside the scorer); returns the settings
+    override (the scorer pins TF32 itself from ``precision``)."""
     tf32 = mode in ("tf32", "bf16")
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    return {"precision": "bf16" if mode == "bf16" else "fp32"}
+    return {"precision": mode}
 
 
 def sync() -> None:
@@ -113,7 +115,7 @@ def e2e(nets, variant: str, size: int, batch: int, mode: str, synthetic: bool = 
     r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
     scores = scorer.score_sequences(images, [(0, 1)])["pair_scores"].flatten()
     return {"variant": variant, "size": size, "batch": batch, "mode": mode, "geometry": "synthetic" if synthetic else "random",
-            "chunk": scorer.settings["batch_size"],
+            "chunk": scorer.settings.batch_size,
             "pairs_per_s": batch / r["median_s"], "ms_per_pair": 1e3 * r["median_s"] / batch, **r,
             "scores": scores.tolist()}
 
@@ -286,7 +288,7 @@ def compiled_rows(nets, mode_kw: dict | None = None, chunk: int | None = None) -
         sync()
         first = time.perf_counter() - t0
         r = bench(lambda: scorer.score_sequences(images, [(0, 1)]))
-        rows.append({"size": size, "batch": batch, "mode": mode, "compile": mode_kw or {}, "chunk": scorer.settings["batch_size"],
+        rows.append({"size": size, "batch": batch, "mode": mode, "compile": mode_kw or {}, "chunk": scorer.settings.batch_size,
                      "first_call_s": first, "pairs_per_s": batch / r["median_s"],
                      "ms_per_pair": 1e3 * r["median_s"] / batch, "peak_gib": r["peak_gib"],
                      "max_abs_diff_vs_uncompiled": float((got - refs[(size, batch, mode)]).abs().max())})

@@ -17,7 +17,7 @@ from met3r_metrics.models.dino import DinoFeaturizer
 from met3r_metrics.models.dust3r import build_stereo_model
 from met3r_metrics.models.featup import UpsampledDino, build_upsampler
 from met3r_metrics.scorer import MEt3RScorer
-from met3r_metrics.settings import resolve_settings
+from met3r_metrics.settings import Settings
 from met3r_metrics.weights import CHECKPOINTS
 
 
@@ -48,7 +48,7 @@ class SyntheticGeometryScorer(MEt3RScorer):
 
 
 def build_scorer(variant: str, stereo: nn.Module, feats: nn.Module, synthetic: bool, **overrides) -> MEt3RScorer:
-    settings = resolve_settings(variant, **overrides)
+    settings = Settings.from_variant(variant, **overrides)
     cls = SyntheticGeometryScorer if synthetic else MEt3RScorer
     return cls(settings, stereo, feats)
 

@@ -20,10 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
+from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lightning_callbacks import MEt3RCallback
 from lightning_callbacks.testing import TinyFeatureExtractor, ToyImageDataset, ToyViewGenerator
@@ -54,18 +54,18 @@ def main() -> None:
         print("this run only demonstrates how MEt3RCallback is wired into training.")
         print("=" * 78)
         metric_kwargs = tiny_met3r_kwargs(args.golden_root, out / "tiny_met3r")
-        fid_feature: int | torch.nn.Module = TinyFeatureExtractor(num_features=16, seed=0)
+        fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(num_features=16, seed=0), normalize=True)
         data = ToyImageDataset(n=8, size=64, seed=0)
         views, max_samples = args.views or 2, 4  # CPU-sized: 4 pairs per evaluation
     else:
         metric_kwargs = {"variant": args.variant}
-        fid_feature = 2048  # Inception pool features: needs torch-fidelity
+        fid = FrechetInceptionDistance(feature=2048, normalize=True)  # Inception pool features: needs torch-fidelity
         data = ToyImageDataset(n=32, size=256, seed=0)
         views, max_samples = args.views or 4, 32
 
     callback = MEt3RCallback(
         metric_kwargs=metric_kwargs,
-        fid_feature=fid_feature,
+        metrics={"fid": fid},  # your own metrics, logged next to MEt3R as val/<name>
         every_n_epochs=2 if args.tiny else 1,  # --tiny: evaluate at the end of epoch 2 only
         max_samples=max_samples,  # sampled sequences per evaluation, over all ranks
         num_plot_pairs=2,

@@ -5,7 +5,8 @@ Public names::
     from met3r_metrics import MEt3R            # torchmetrics.Metric (DDP-synced sum states)
     from met3r_metrics import met3r            # functional: (B, V, 3, H, W) -> (B,) scores
     from met3r_metrics import MEt3RScorer      # nn.Module owning the frozen networks
-    from met3r_metrics import resolve_settings # variant + overrides -> settings dict
+    from met3r_metrics import Settings         # every knob: one frozen, validated dataclass (variants:
+                                               # Settings.official(), Settings.paper())
 
 Importing this package has no side effects: no RNG seeding, no TF32 switching, no downloads.
 The public names are loaded on first access (PEP 562), so ``import met3r_metrics`` stays cheap.
@@ -23,17 +24,18 @@ _LAZY = {
     "SequenceScores": ("met3r_metrics.functional", "SequenceScores"),
     "MEt3RScorer": ("met3r_metrics.scorer", "MEt3RScorer"),
     "get_scorer": ("met3r_metrics.scorer", "get_scorer"),
-    "resolve_settings": ("met3r_metrics.settings", "resolve_settings"),
+    "Settings": ("met3r_metrics.settings", "Settings"),
+    "score_views": ("met3r_metrics.functional", "score_views"),
     "VARIANTS": ("met3r_metrics.settings", "VARIANTS"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from met3r_metrics.functional import SequenceScores, met3r
+    from met3r_metrics.functional import SequenceScores, met3r, score_views
     from met3r_metrics.metric import MEt3R
     from met3r_metrics.scorer import MEt3RScorer, get_scorer
-    from met3r_metrics.settings import VARIANTS, resolve_settings
+    from met3r_metrics.settings import VARIANTS, Settings
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,13 @@
-"""Stateless MEt3R: score the view pairs of a batch of sequences.
+"""The front door: every entry point reaches the scorer through :func:`score_views`.
 
->>> scores = met3r(images)                       # images (B, V, 3, H, W) in [-1, 1] -> (B,)
->>> details = met3r(images, return_details=True) # SequenceScores with per-pair scores, overlap, ...
+>>> scores = met3r(images)                        # images (B, V, 3, H, W) in [-1, 1] -> (B,)
+>>> details = met3r(images, return_details=True)  # SequenceScores with per-pair scores, overlap, ...
+
+The call chain is the same for all four entry points::
+
+    met3r(...)  /  MEt3R.update  /  met3r-eval  /  MEt3RCallback (through MEt3R)
+        -> settings.resolve (variant + overrides -> Settings)    [met3r, MEt3R.__init__, CLI]
+        -> score_views: validate_images -> Settings.pairs -> scorer.score_sequences -> SequenceScores
 
 The frozen networks come from a process-level cache (:func:`met3r_metrics.scorer.get_scorer`)
 keyed by settings and device, so repeated calls do not rebuild them; pass ``scorer=`` to use a
@@ -10,7 +16,8 @@ scorer you built yourself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,9 +25,9 @@ from torch import Tensor
 
 from .inputs import validate_images
 from .scorer import MEt3RScorer, get_scorer
-from .settings import NETWORK_KEYS, make_pairs, resolve_settings
+from .settings import Settings, resolve
 
-__all__ = ["met3r", "SequenceScores", "sequence_means"]
+__all__ = ["met3r", "score_views", "SequenceScores", "sequence_means"]
 
 
 @dataclass
@@ -35,7 +42,7 @@ class SequenceScores:
         pairs: (P, 2) long index pairs (i, j); the score of (i, j) renders into view i.
         overlap: (B, P) fraction of render pixels in the overlap mask (symmetric: mean of both).
         no_overlap: (B, P) bool, pairs whose overlap mask is empty (in either direction).
-        settings: the resolved settings that produced the numbers.
+        settings: the :class:`~met3r_metrics.Settings` that produced the numbers.
         score_maps, overlap_masks: (B, P, h, w) when ``return_maps`` (forward direction).
         forward_scores, reverse_scores: (B, P) the two directions when symmetric.
         score_maps_reverse, overlap_masks_reverse: (B, P, h, w) when symmetric and ``return_maps``.
@@ -46,7 +53,7 @@ class SequenceScores:
     pairs: Tensor
     overlap: Tensor
     no_overlap: Tensor
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: Settings
     score_maps: Tensor | None = None
     overlap_masks: Tensor | None = None
     forward_scores: Tensor | None = None
@@ -60,66 +67,47 @@ def sequence_means(pair_scores: Tensor) -> Tensor:
     return torch.nanmean(pair_scores, dim=1)
 
 
-def _scorer_for(scorer: MEt3RScorer | None, settings: dict[str, Any], device: torch.device) -> MEt3RScorer:
-    if scorer is None:
-        return get_scorer(settings, device)
-    if scorer.settings == settings:
-        return scorer
-    mismatch = [k for k in NETWORK_KEYS if scorer.settings[k] != settings[k]]
-    if mismatch:
-        raise ValueError(
-            f"scorer: expected a scorer built for the requested networks, got different "
-            f"{', '.join(f'{k}={scorer.settings[k]!r} (requested {settings[k]!r})' for k in mismatch)}"
-        )
-    # same networks, other scoring knobs (render size, radius, symmetry, ...): share the networks
-    return MEt3RScorer(settings, scorer.stereo, scorer.features)
-
-
-def met3r(
+def score_views(
     images: Tensor,
+    settings: Settings,
     *,
-    variant: str = "official",
     normalize: bool = False,
-    pairing: str = "consecutive",
     scorer: MEt3RScorer | None = None,
-    return_details: bool = False,
+    device: torch.device | str | None = None,
+    pairs: Sequence[tuple[int, int]] | None = None,
     return_maps: bool = False,
-    **overrides: Any,
-) -> Tensor | SequenceScores:
-    """MEt3R of each sequence: the mean over its view pairs (lower is more consistent).
+) -> SequenceScores:
+    """Validate ``images``, choose the pairs and score them with ``settings``: the one path to the scorer.
 
     Args:
-        images: (B, V, 3, H, W), V >= 2; float in [-1, 1] (``normalize=False``) or [0, 1]
-            (``normalize=True``), or uint8 0..255. H, W multiples of 16, >= 32.
-        variant: ``"official"`` (official package defaults, one direction) or ``"paper"``
-            (symmetric, DUSt3R). See :func:`met3r_metrics.resolve_settings`.
+        images: (B, V, 3, H, W); float in [-1, 1] (``normalize=False``) or [0, 1] (``normalize=True``),
+            or uint8 0..255; the frame-size rule is :meth:`Settings.frame_size_error`.
+        settings: what to compute.
         normalize: input range convention, as torchmetrics' LPIPS.
-        pairing: ``"consecutive"`` (sliding window), ``"all"`` or ``"first"``.
-        scorer: a :class:`MEt3RScorer` to use instead of the process-level cache. Its settings
-            are the base that ``overrides`` modify; overrides of non-network knobs (img_size,
-            radius, symmetric, ...) reuse its networks, network overrides must match them.
-        return_details: return a :class:`SequenceScores` instead of the (B,) tensor.
-        return_maps: with ``return_details``, include score maps and overlap masks.
-        **overrides: any setting (backbone, backbone_weights, feature_backbone, feature_weights,
-            upsampler, distance, img_size, symmetric, radius, points_per_pixel,
-            nan_on_no_overlap, batch_size, ...).
-
-    Returns:
-        (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
-        ``images`` through the feature path (geometry is detached, as officially).
+        scorer: networks to use (their settings must choose the same networks as ``settings``);
+            default: the process-level cache on ``images``' device.
+        device: where ``images`` must be (the Metric's device); default: the scorer's, if given.
+        pairs: (i, j) pairs to score instead of ``settings.pairs(V)`` (the CLI scores long
+            sequences in chunks of pairs).
+        return_maps: include score maps and overlap masks.
     """
-    # with a scorer, its settings are the base (the variant default "official" is not a request)
-    base = scorer.settings if scorer is not None and variant == "official" else variant
-    settings = resolve_settings(base, pairing=pairing, **overrides)
-    device = scorer.device if scorer is not None else None
-    x = validate_images(images, normalize=normalize, device=device, even_patch_rows=settings["distance"] == "cosine")
-    sc = _scorer_for(scorer, settings, x.device)
-    out = sc.score_sequences(x, make_pairs(x.shape[1], settings["pairing"]), return_maps=return_maps and return_details)
-    seq = sequence_means(out["pair_scores"])
-    if not return_details:
-        return seq
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings: expected a met3r_metrics.Settings, got {type(settings).__name__}")
+    if scorer is not None and not isinstance(scorer, MEt3RScorer):
+        raise ValueError(f"scorer: expected a MEt3RScorer or None, got {type(scorer).__name__}")
+    if device is None and scorer is not None:
+        device = scorer.device
+    x = validate_images(images, settings, normalize=normalize, device=device)
+    pair_list = list(pairs) if pairs is not None else settings.pairs(x.shape[1])
+    if not pair_list:
+        raise ValueError(
+            f"images: expected at least {settings.pair_gap + 1} views for pairing={settings.pairing!r} with "
+            f"pair_gap={settings.pair_gap}, got V={x.shape[1]}"
+        )
+    sc = get_scorer(settings, x.device) if scorer is None else scorer.with_settings(settings)
+    out = sc.score_sequences(x, pair_list, return_maps=return_maps)
     return SequenceScores(
-        sequence_scores=seq,
+        sequence_scores=sequence_means(out["pair_scores"]),
         pair_scores=out["pair_scores"],
         pairs=out["pairs"],
         overlap=out["overlap"],
@@ -132,3 +120,38 @@ def met3r(
         score_maps_reverse=out.get("score_maps_reverse"),
         overlap_masks_reverse=out.get("overlap_masks_reverse"),
     )
+
+
+def met3r(
+    images: Tensor,
+    variant: str | Settings | None = None,
+    *,
+    normalize: bool = False,
+    scorer: MEt3RScorer | None = None,
+    return_details: bool = False,
+    return_maps: bool = False,
+    **overrides: Any,
+) -> Tensor | SequenceScores:
+    """MEt3R of each sequence: the mean over its view pairs (lower is more consistent for cosine).
+
+    Args:
+        images: (B, V, 3, H, W), V >= 2; float in [-1, 1] (``normalize=False``) or [0, 1]
+            (``normalize=True``), or uint8 0..255. H, W multiples of 16, >= 32 (H of 32 with DINO features).
+        variant: ``"official"`` (official package defaults, one direction), ``"paper"`` (symmetric,
+            DUSt3R), a :class:`~met3r_metrics.Settings`, or ``None``: ``scorer``'s settings if a scorer
+            is given, else ``"official"``.
+        normalize: input range convention, as torchmetrics' LPIPS.
+        scorer: a :class:`MEt3RScorer` to use instead of the process-level cache. Overrides of
+            non-network knobs (img_size, radius, symmetric, ...) reuse its networks; settings that
+            choose other networks are refused.
+        return_details: return a :class:`SequenceScores` instead of the (B,) tensor.
+        return_maps: with ``return_details``, include score maps and overlap masks.
+        **overrides: any field of :class:`~met3r_metrics.Settings` (pairing, img_size, backbone, ...).
+
+    Returns:
+        (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
+        ``images`` through the feature path (geometry is detached, as officially).
+    """
+    settings = resolve(variant, base=scorer.settings if isinstance(scorer, MEt3RScorer) else None, **overrides)
+    out = score_views(images, settings, normalize=normalize, scorer=scorer, return_maps=return_maps and return_details)
+    return out if return_details else out.sequence_scores

@@ -14,6 +14,10 @@ States (all ``dist_reduce_fx="sum"``, so ranks with uneven batches reduce exactl
 ========================  =====================================================================
 
 With ``return_per_pair=True`` two ``cat`` list states hold every pair score and sequence score.
+A last state, ``settings_digest`` (a constant ``uint8`` digest of the settings and ``normalize``,
+``dist_reduce_fx="max"``), makes the states of two differently configured MEt3R metrics differ, so a
+``MetricCollection`` never puts them in one compute group (it merges metrics whose states are equal
+after the first update, e.g. V=2 with ``pairing="consecutive"`` and ``"first"``).
 
 The frozen networks are not sub-modules: they live in a process-level cache
 (:func:`met3r_metrics.scorer.get_scorer`) keyed by settings and device, and the metric keeps a
@@ -23,6 +27,7 @@ built once per process, on first ``update``, on the metric's device.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,13 +36,13 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from .functional import sequence_means
-from .inputs import validate_images
+from .functional import score_views
 from .scorer import MEt3RScorer, get_scorer
-from .settings import resolve_settings
+from .settings import DISTANCES, FIELDS, Settings, resolve
 
 __all__ = ["MEt3R"]
 
+# torchmetrics.Metric's own keyword arguments (everything else is a Settings field)
 _METRIC_KWARGS = (
     "compute_on_cpu",
     "dist_sync_on_step",
@@ -49,6 +54,17 @@ _METRIC_KWARGS = (
 )
 
 
+class _FromDistance:
+    """A read-only attribute taken from the metric's ``settings.distance_info`` (class: the default distance's)."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        info = DISTANCES["cosine"] if obj is None else obj._settings.distance_info
+        return getattr(info, self.field)
+
+
 class MEt3R(Metric):
     """MEt3R multi-view consistency (Asim et al., CVPR 2025); lower is more consistent.
 
@@ -57,18 +73,20 @@ class MEt3R(Metric):
     pairs in a sliding window, averaged per sequence, then over sequences).
 
     Args:
-        variant: ``"official"`` (default; the official package's defaults: MASt3R, one direction
-            ``1 - S(I1, I2)``, 256x256 render) or ``"paper"`` (symmetric ``1 - (S12 + S21)/2``
-            with DUSt3R).
+        variant: ``"official"`` (the official package's defaults: MASt3R, one direction
+            ``1 - S(I1, I2)``, 256x256 render), ``"paper"`` (symmetric ``1 - (S12 + S21)/2`` with
+            DUSt3R), a :class:`~met3r_metrics.Settings`, or ``None`` (default): ``scorer``'s settings
+            when a scorer is given, else ``"official"``.
         normalize: float inputs in [0, 1] (True) or [-1, 1] (False, default); uint8 is 0..255.
-        pairing: ``"consecutive"`` (default), ``"all"`` or ``"first"``.
         return_per_pair: keep every pair score (a ``cat`` state) for :meth:`compute_details`.
         scorer: optional pre-built :class:`~met3r_metrics.scorer.MEt3RScorer` (kept as a plain
-            reference, never registered as a sub-module).
-        **kwargs: setting overrides (backbone, backbone_weights, feature_backbone,
-            feature_weights, upsampler, distance, img_size, symmetric, radius,
-            points_per_pixel, nan_on_no_overlap, batch_size, focal_convention, ...) and the usual
+            reference, never registered as a sub-module); settings choosing other networks are refused.
+        **kwargs: fields of :class:`~met3r_metrics.Settings` (pairing, backbone, backbone_weights,
+            img_size, symmetric, radius, distance, batch_size, precision, ...) and the usual
             torchmetrics kwargs (sync_on_compute, process_group, dist_sync_fn, ...).
+
+    ``higher_is_better``, ``plot_lower_bound`` and ``plot_upper_bound`` follow ``distance``: PSNR
+    and SSIM are similarities (higher is better), cosine / mse / rmse dissimilarities.
 
     Example:
         >>> metric = MEt3R()                       # doctest: +SKIP
@@ -77,9 +95,13 @@ class MEt3R(Metric):
     """
 
     is_differentiable: bool = True
-    higher_is_better: bool = False
     full_state_update: bool = False
-    plot_lower_bound: float = 0.0
+
+    # per instance, from the distance (torchmetrics makes these read-only attributes); on the class,
+    # the default distance's (cosine: lower is better, range [0, 2])
+    higher_is_better = _FromDistance("higher_is_better")
+    plot_lower_bound = _FromDistance("lower_bound")
+    plot_upper_bound = _FromDistance("upper_bound")
 
     sequence_sum: Tensor
     num_sequences: Tensor
@@ -92,14 +114,19 @@ class MEt3R(Metric):
 
     def __init__(
         self,
-        variant: str = "official",
+        variant: str | Settings | None = None,
         *,
         normalize: bool = False,
-        pairing: str = "consecutive",
         return_per_pair: bool = False,
         scorer: MEt3RScorer | None = None,
         **kwargs: Any,
     ) -> None:
+        unknown = sorted(set(kwargs) - set(FIELDS) - set(_METRIC_KWARGS))
+        if unknown:
+            raise ValueError(
+                f"MEt3R: unknown argument(s) {unknown}; expected Settings fields {list(FIELDS)} "
+                f"or torchmetrics arguments {list(_METRIC_KWARGS)}"
+            )
         metric_kwargs = {k: kwargs.pop(k) for k in _METRIC_KWARGS if k in kwargs}
         super().__init__(**metric_kwargs)
         if not isinstance(normalize, bool):
@@ -108,9 +135,9 @@ class MEt3R(Metric):
             raise ValueError(f"return_per_pair: expected a bool, got {return_per_pair!r}")
         if scorer is not None and not isinstance(scorer, MEt3RScorer):
             raise ValueError(f"scorer: expected a MEt3RScorer or None, got {type(scorer).__name__}")
-        # with a scorer, its settings are the base that the overrides modify
-        base = scorer.settings if scorer is not None and variant == "official" else variant
-        self._settings = resolve_settings(base, pairing=pairing, **kwargs)
+        self._settings = resolve(variant, base=scorer.settings if scorer is not None else None, **kwargs)
+        if scorer is not None:
+            scorer.with_settings(self._settings)  # refuse other networks now, not at the first update
         self.normalize = normalize
         self.return_per_pair = return_per_pair
         # plain references (object.__setattr__ bypasses nn.Module sub-module registration)
@@ -125,12 +152,15 @@ class MEt3R(Metric):
         if return_per_pair:
             self.add_state("pair_scores", default=[], dist_reduce_fx="cat")
             self.add_state("sequence_scores", default=[], dist_reduce_fx="cat")
+        # constant per configuration: keeps MetricCollection from merging differently configured metrics
+        digest = hashlib.sha256(f"{self._settings.to_json(sort_keys=True)} normalize={normalize}".encode()).digest()
+        self.add_state("settings_digest", default=torch.tensor(list(digest[:16]), dtype=torch.uint8), dist_reduce_fx="max")
 
     # -- settings / networks -----------------------------------------------------------------------
     @property
-    def settings(self) -> dict[str, Any]:
-        """The resolved settings (JSON-serialisable); put them next to every reported number."""
-        return dict(self._settings)
+    def settings(self) -> Settings:
+        """The settings that make the numbers (``.to_dict()`` for JSON); report them with every number."""
+        return self._settings
 
     @property
     def scorer(self) -> MEt3RScorer:
@@ -139,11 +169,7 @@ class MEt3R(Metric):
         if user is not None:
             if user.device != self.device:
                 raise ValueError(f"scorer: expected a scorer on the metric's device {self.device}, got {user.device}")
-            if user.settings != self._settings:
-                from .functional import _scorer_for
-
-                user = _scorer_for(user, self._settings, self.device)
-            return user
+            return user.with_settings(self._settings)
         ref = self.__dict__.get("_scorer_ref")
         if ref is None or ref.device != self.device:
             ref = get_scorer(self._settings, self.device)
@@ -163,13 +189,6 @@ class MEt3R(Metric):
         self.__dict__.setdefault("_user_scorer", None)
 
     # -- metric API --------------------------------------------------------------------------------
-    def _score(self, images: Tensor) -> dict[str, Tensor]:
-        x = validate_images(
-            images, normalize=self.normalize, device=self.device,
-            even_patch_rows=self._settings["distance"] == "cosine",
-        )
-        return self.scorer.score_sequences(x)
-
     def update(self, images: Tensor) -> None:
         """Score the view pairs of a batch of sequences.
 
@@ -177,27 +196,30 @@ class MEt3R(Metric):
             images: (B, V, 3, H, W) with V >= 2 on the metric's device; float in [-1, 1]
                 (``normalize=False``) / [0, 1] (``normalize=True``), or uint8 0..255.
         """
-        out = self._score(images)
-        pairs = out["pair_scores"]  # (B, P)
+        # the user's scorer, or None: the front door then takes the per-process cache on the images' device
+        user = self.scorer if self.__dict__.get("_user_scorer") is not None else None
+        out = score_views(images, self._settings, normalize=self.normalize, device=self.device, scorer=user)
+        pairs = out.pair_scores  # (B, P)
         valid = ~torch.isnan(pairs)
-        seq = sequence_means(pairs)
+        seq = out.sequence_scores
         seq_valid = ~torch.isnan(seq)
         zero = torch.zeros((), dtype=pairs.dtype, device=pairs.device)
         self.score_sum += torch.where(valid, pairs, zero).sum().double()
         self.num_pairs += valid.sum()
         self.sequence_sum += torch.where(seq_valid, seq, zero).sum().double()
         self.num_sequences += seq_valid.sum()
-        self.zero_overlap += out["no_overlap"].sum()
-        self.overlap_sum += out["overlap"].detach().sum().double()
+        self.zero_overlap += out.no_overlap.sum()
+        self.overlap_sum += out.overlap.detach().sum().double()
         self.num_pairs_total += pairs.numel()
         self.num_sequences_total += pairs.shape[0]
         if self.return_per_pair:
             self.pair_scores.append(pairs.reshape(-1))
             self.sequence_scores.append(seq)
 
-    @staticmethod
-    def _ratio(num: Tensor, den: Tensor) -> Tensor:
-        return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, float("nan"))).float()
+    def _ratio(self, num: Tensor, den: Tensor) -> Tensor:
+        # in the metric's dtype (float32 unless set_dtype), as torchmetrics' own aggregators
+        num = num.to(torch.float64)
+        return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(num, float("nan"))).to(self.dtype)
 
     def compute(self) -> Tensor:
         """Mean over sequences of the per-sequence mean pair score (NaN pairs excluded; NaN if none)."""
@@ -250,6 +272,6 @@ class MEt3R(Metric):
     def extra_repr(self) -> str:
         s = self._settings
         return (
-            f"variant={s['variant']!r}, backbone={s['backbone']!r}, distance={s['distance']!r}, "
-            f"img_size={s['img_size']!r}, symmetric={s['symmetric']}, pairing={s['pairing']!r}"
+            f"variant={s.variant!r}, backbone={s.backbone!r}, distance={s.distance!r}, "
+            f"img_size={s.img_size!r}, symmetric={s.symmetric}, pairing={s.pairing!r}"
         )

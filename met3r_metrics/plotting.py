@@ -46,6 +46,15 @@ def _image_hwc(img: np.ndarray) -> np.ndarray:
     return np.clip(np.transpose(img, (1, 2, 0)), 0.0, 1.0)
 
 
+def score_label(distance: str = "cosine") -> str:
+    """Axis label of a MEt3R score with ``distance``, saying which direction is more consistent."""
+    from met3r_metrics.settings import DISTANCES
+
+    info = DISTANCES[distance]
+    name = "MEt3R" if distance == "cosine" else f"MEt3R ({info.label})"
+    return f"{name} ({'higher' if info.higher_is_better else 'lower'} is more consistent)"
+
+
 def plot_pair_maps(
     view1: torch.Tensor,
     view2: torch.Tensor,
@@ -57,14 +66,15 @@ def plot_pair_maps(
     vmax: float | None = None,
     cmap: str = "magma",
     panel_size: float = 2.4,
+    distance: str = "cosine",
 ) -> "Figure":
     """One row per pair: view 1, view 2, score map (masked-out pixels grey), overlap mask.
 
     Args:
         view1: ``(N, 3, H, W)`` first images of the pairs, values in [0, 1].
         view2: ``(N, 3, H, W)`` second images, values in [0, 1].
-        score_maps: ``(N, h, w)`` per-pixel dissimilarity (``1 - cos``); may be at the render
-            resolution rather than the input resolution.
+        score_maps: ``(N, h, w)`` per-pixel values of ``distance`` (``1 - cos`` for MEt3R); may be
+            at the render resolution rather than the input resolution.
         masks: ``(N, h, w)`` overlap masks (nonzero = both renders covered the pixel).
         scores: ``(N,)`` per-pair scores for the row titles; NaN is shown as "no overlap".
         titles: optional row labels (e.g. ``"seq3 4->5"``), prepended to the score.
@@ -72,6 +82,7 @@ def plot_pair_maps(
             unmasked pixels of all rows (shared so rows are comparable), at least 1e-6.
         cmap: colour map of the score maps.
         panel_size: inches per panel.
+        distance: the settings' distance (colour-bar label and scale start).
 
     Returns:
         A matplotlib Figure with ``N`` rows and 4 columns.
@@ -87,12 +98,16 @@ def plot_pair_maps(
             f"batch sizes differ: view1 {v1.shape}, view2 {v2.shape}, "
             f"score_maps {smaps.shape}, masks {msk.shape}"
         )
+    from met3r_metrics.settings import DISTANCES
+
+    info = DISTANCES[distance]
+    vmin = info.lower_bound if info.lower_bound is not None else 0.0
     sc = None if scores is None else _to_numpy(scores).reshape(-1)
     valid = msk > 0
     if vmax is None:
         covered = smaps[valid & np.isfinite(smaps)]
         vmax = float(np.percentile(covered, 99)) if covered.size else 1.0
-        vmax = max(vmax, 1e-6)
+        vmax = max(vmax, vmin + 1e-6)
 
     fig = Figure(figsize=(4 * panel_size, max(n, 1) * panel_size), layout="constrained")
     axes = fig.subplots(max(n, 1), 4, squeeze=False)
@@ -106,7 +121,7 @@ def plot_pair_maps(
         ax1.imshow(_image_hwc(v1[r]))
         ax2.imshow(_image_hwc(v2[r]))
         shown = np.ma.masked_array(smaps[r], mask=~valid[r] | ~np.isfinite(smaps[r]))
-        image = ax3.imshow(shown, cmap=colormap, vmin=0.0, vmax=vmax)
+        image = ax3.imshow(shown, cmap=colormap, vmin=vmin, vmax=vmax)
         ax4.imshow(valid[r].astype(np.float32), cmap="gray", vmin=0.0, vmax=1.0)
         label = titles[r] if titles is not None else f"pair {r}"
         if sc is not None:
@@ -121,7 +136,7 @@ def plot_pair_maps(
             ax.set_xticks([])
             ax.set_yticks([])
     if image is not None:
-        fig.colorbar(image, ax=axes[:, 2].tolist(), shrink=0.8, label="1 - cos")
+        fig.colorbar(image, ax=axes[:, 2].tolist(), shrink=0.8, label=info.label)
     return fig
 
 
@@ -131,6 +146,7 @@ def plot_sequence_curves(
     max_legend: int = 10,
     title: str = "MEt3R per consecutive pair",
     xlabel: str = "pair index (frame i -> i+1)",
+    distance: str = "cosine",
 ) -> "Figure":
     """Per-sequence score curves, like the paper's per-frame plots.
 
@@ -139,6 +155,7 @@ def plot_sequence_curves(
         max_legend: show a legend only up to this many sequences (it becomes noise beyond).
         title: axes title.
         xlabel: x-axis label.
+        distance: the settings' distance (y label and which direction is more consistent).
     """
     Figure = _require_matplotlib()
     fig = Figure(figsize=(7, 4), layout="constrained")
@@ -160,7 +177,7 @@ def plot_sequence_curves(
         ax.plot(np.arange(length), mean, color="black", lw=2.5, label="mean")
     ax.set_xlabel(xlabel)
     ax.xaxis.get_major_locator().set_params(integer=True)  # pair indices: no 0.5 ticks
-    ax.set_ylabel("MEt3R (lower is more consistent)")
+    ax.set_ylabel(score_label(distance))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if 0 < len(curves) <= max_legend:
@@ -173,9 +190,11 @@ def plot_score_histogram(
     *,
     bins: int = 30,
     title: str = "MEt3R distribution",
-    xlabel: str = "MEt3R",
+    xlabel: str | None = None,
+    distance: str = "cosine",
 ) -> "Figure":
-    """Histogram of scores (NaN = zero-overlap pairs are dropped and counted in the title)."""
+    """Histogram of scores (NaN = zero-overlap pairs are dropped and counted in the title);
+    the x label defaults to :func:`score_label` of ``distance``."""
     Figure = _require_matplotlib()
     values = _to_numpy(scores).reshape(-1).astype(np.float64)
     finite = values[np.isfinite(values)]
@@ -187,7 +206,7 @@ def plot_score_histogram(
         ax.legend(fontsize=8)
     n_nan = int(values.size - finite.size)
     ax.set_title(title + (f" ({n_nan} without overlap)" if n_nan else ""))
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel if xlabel is not None else score_label(distance))
     ax.set_ylabel("count")
     ax.yaxis.get_major_locator().set_params(integer=True)  # counts: no 0.5 ticks
     ax.grid(alpha=0.3)

@@ -18,11 +18,11 @@ Networks are cached per process (:func:`get_scorer`), so metrics and functional 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -31,9 +31,9 @@ from torch import Tensor, nn
 
 from .distances import pair_scores as _pair_scores
 from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc
-from .settings import NETWORK_KEYS, make_pairs, resolve_settings, settings_key
+from .settings import Settings
 
-__all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size"]
+__all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size", "canonical_device", "precision_context"]
 
 _BACKGROUND = -10000.0
 
@@ -52,8 +52,42 @@ def render_size(img_size: int | Sequence[int] | None, height: int, width: int) -
 # --------------------------------------------------------------------------------------------------
 
 _LOCK = threading.RLock()
-_NETWORKS: dict[tuple[str, ...], nn.Module] = {}
-_SCORERS: dict[tuple[str, str], "MEt3RScorer"] = {}
+_NETWORKS: dict[tuple[Any, ...], nn.Module] = {}
+_SCORERS: dict[tuple[Settings, str], "MEt3RScorer"] = {}
+
+
+def canonical_device(device: torch.device | str | None) -> torch.device:
+    """``None`` -> CPU; ``"cuda"`` -> ``cuda:<current index>``, so one GPU is one cache key.
+
+    Raises:
+        ValueError: a CUDA device without an available GPU.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: expected an available device, got {str(dev)!r} (torch.cuda.is_available() is False)")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The float32 matmul/convolution mode of ``precision`` for one scoring call, restored on exit.
+
+    fp32 switches TF32 off (a caller's global TF32 must not change the recorded numbers); tf32 and
+    bf16 switch it on (bf16's bfloat16 autocast of the networks is applied by the scorer itself).
+    """
+    if device.type != "cuda":  # TF32 is a CUDA notion: nothing to pin
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = precision != "fp32"
+    try:
+        yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -95,44 +129,64 @@ def _cached_network(key: tuple[str, ...], build: Any) -> nn.Module:
 
 
 class MEt3RScorer(nn.Module):
-    """Frozen networks + the MEt3R scoring pipeline for one resolved settings dict.
+    """Frozen networks + the MEt3R scoring pipeline for one :class:`~met3r_metrics.Settings`.
 
     Build with :meth:`from_settings` (or :func:`get_scorer` for the process-level cache). The
     networks are frozen (``requires_grad=False``, eval mode); gradients still flow from the score
     to the input images through the feature path.
 
     Args:
-        settings: resolved settings (:func:`met3r_metrics.resolve_settings`).
+        settings: what to compute (:class:`~met3r_metrics.Settings`).
         stereo: DUSt3R/MASt3R with ``encode`` / ``decode_heads``.
         features: ``forward(images01 (N, 3, H, W)) -> (N, C, H, W)`` (DINO + upsampler), or None
             for the RGB distances.
     """
 
-    def __init__(self, settings: Mapping[str, Any], stereo: nn.Module, features: nn.Module | None) -> None:
+    def __init__(self, settings: Settings, stereo: nn.Module, features: nn.Module | None) -> None:
         super().__init__()
-        self.settings = resolve_settings(settings)
+        if not isinstance(settings, Settings):
+            raise TypeError(f"settings: expected a met3r_metrics.Settings, got {type(settings).__name__}")
+        self.settings = settings
         self.stereo = stereo
         self.features = features
-        if self.settings["distance"] == "cosine" and features is None:
-            raise ValueError("features: expected a feature network for distance='cosine', got None")
+        if settings.uses_features and features is None:
+            raise ValueError(f"features: expected a feature network for distance={settings.distance!r}, got None")
+        self.train(False)  # frozen for good, the container included
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], device: torch.device | str | None = None) -> "MEt3RScorer":
+    def from_settings(cls, settings: Settings, device: torch.device | str | None = None) -> "MEt3RScorer":
         """Build (or reuse, per process) the networks of ``settings`` on ``device`` (default CPU)."""
-        s = resolve_settings(settings)
-        dev = torch.device(device) if device is not None else torch.device("cpu")
+        s = settings
+        dev = canonical_device(device)
         stereo = _cached_network(
-            ("stereo", s["backbone"], str(s["backbone_weights"]), str(dev)),
-            lambda: _load_stereo(s["backbone"], s["backbone_weights"], dev),
+            ("stereo", s.backbone, s.backbone_weights, str(dev)),
+            lambda: _load_stereo(s.backbone, s.backbone_weights, dev),
         )
         features = None
-        if s["distance"] == "cosine":
+        if s.uses_features:
             features = _cached_network(
-                ("features", s["feature_backbone"], s["upsampler"], str(s["feature_weights"]), str(dev)),
-                lambda: _load_features(s["upsampler"], s["feature_weights"], dev),
+                ("features", s.feature_backbone, s.upsampler, s.feature_weights, str(dev)),
+                lambda: _load_features(s.upsampler, s.feature_weights, dev),
             )
         return cls(s, stereo, features)
+
+    def with_settings(self, settings: Settings) -> "MEt3RScorer":
+        """This scorer's networks under other scoring knobs (render size, radius, symmetry, ...).
+
+        Raises:
+            ValueError: ``settings`` choose other networks; the message names the differing fields.
+        """
+        if settings == self.settings:
+            return self
+        if settings.network_key != self.settings.network_key:
+            fields = ("backbone", "backbone_weights", "feature_backbone", "feature_weights", "upsampler", "distance")
+            diff = [f for f in fields if getattr(settings, f) != getattr(self.settings, f)]
+            raise ValueError(
+                "scorer: expected a scorer built for the requested networks, got one with "
+                + ", ".join(f"{f}={getattr(self.settings, f)!r} (requested {getattr(settings, f)!r})" for f in diff)
+            )
+        return MEt3RScorer(settings, self.stereo, self.features)
 
     def train(self, mode: bool = True) -> "MEt3RScorer":
         # Frozen for good: FeatUp's Dropout2d must never become active (the official freeze=False bug).
@@ -150,7 +204,7 @@ class MEt3RScorer(nn.Module):
         bilinearly to (H, W) as the official code does; RGB distances: ``(images + 1) / 2``.
         """
         images01 = (images + 1) / 2
-        if self.settings["distance"] != "cosine":
+        if not self.settings.uses_features:
             return images01
         feats = self.features(images01)
         if feats.shape[-2:] != images.shape[-2:]:
@@ -200,10 +254,10 @@ class MEt3RScorer(nn.Module):
         """
         s = self.settings
         n, _, h, w, _ = pts3d.shape
-        rh, rw = render_size(s["img_size"], h, w)
+        rh, rw = render_size(s.img_size, h, w)
         pts3d, conf = pts3d.detach().float(), conf.detach().float()
         focal_px = estimate_focal(canonical_pointmap(pts3d, conf))
-        focal_ndc = focal_to_ndc(focal_px, h, w, s["focal_convention"])
+        focal_ndc = focal_to_ndc(focal_px, h, w, s.focal_convention)
         from .render import splat  # lazy import keeps `import met3r_metrics` light
 
         if features.dim() == 4:  # points layout (n, 2, H*W, C)
@@ -217,8 +271,8 @@ class MEt3RScorer(nn.Module):
             feats,
             focal_ndc.repeat_interleave(2, dim=0),
             (rh, rw),
-            radius=s["radius"],
-            points_per_pixel=s["points_per_pixel"],
+            radius=s.radius,
+            points_per_pixel=s.points_per_pixel,
             background=_BACKGROUND,
         )
         coverage = coverage.view(n, 2, rh, rw)
@@ -227,7 +281,7 @@ class MEt3RScorer(nn.Module):
         renders = renders.masked_fill_(~coverage.view(2 * n, 1, rh, rw), 0.0).view(n, 2, c, rh, rw)
         mask = coverage[:, 0] & coverage[:, 1]
         score, score_map = _pair_scores(
-            renders[:, 0], renders[:, 1], mask, s["distance"], cosine_eps=s["cosine_eps"], mask_eps=s["mask_eps"]
+            renders[:, 0], renders[:, 1], mask, s.distance, cosine_eps=s.cosine_eps, mask_eps=s.mask_eps
         )
         out = {
             "score": score,
@@ -244,7 +298,7 @@ class MEt3RScorer(nn.Module):
 
     def _net_precision(self, device: torch.device) -> Any:
         """bfloat16 autocast for the networks when ``precision="bf16"``; float32 otherwise."""
-        bf16 = self.settings["precision"] == "bf16"
+        bf16 = self.settings.precision == "bf16"
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
     # -- sequences ---------------------------------------------------------------------------------
@@ -261,13 +315,14 @@ class MEt3RScorer(nn.Module):
         Args:
             images: (B, V, 3, H, W) float in [-1, 1] (already validated, see
                 :func:`met3r_metrics.inputs.validate_images`), on the scorer's device.
-            pairs: (P, 2) index pairs (i, j); default from ``settings["pairing"]``.
+            pairs: (P, 2) index pairs (i, j); default :meth:`Settings.pairs` (pairing, pair_gap).
             return_maps: also return score maps and overlap masks (B, P, h, w).
             return_renders: also return the renders (B, P, 2, C, h, w) of the forward direction.
 
-        Numerics: everything runs with autocast disabled (a caller's autocast does not leak in);
-        with ``settings["precision"] == "bf16"`` the networks (encoder, decoder, DINO, JBU) run
-        under bfloat16 autocast, and geometry glue, splatting and distances stay in float32.
+        Numerics: everything runs with autocast disabled and the TF32 mode of ``settings.precision``
+        (a caller's autocast or global TF32 switch does not leak in); with ``precision="bf16"`` the
+        networks (encoder, decoder, DINO, JBU) run under bfloat16 autocast, and geometry glue,
+        splatting and distances stay in float32.
 
         Returns:
             dict with ``pair_scores`` (B, P) (NaN where a pair has no overlap and
@@ -278,21 +333,21 @@ class MEt3RScorer(nn.Module):
         """
         s = self.settings
         b, v, _, h, w = images.shape
-        if h != w and isinstance(s["img_size"], int):
+        if h != w and isinstance(s.img_size, int):
             warnings.warn(
-                f"MEt3R: non-square input {h}x{w} is rendered on a square {s['img_size']}x{s['img_size']} grid "
-                "(the official behaviour, which distorts the render); pass img_size=None to render at the "
-                "input size",
+                f"MEt3R: non-square input {h}x{w} is rendered on a square {s.img_size}x{s.img_size} grid "
+                "(the official behaviour, which distorts the render); pass img_size=None (met3r-eval: "
+                "metric.img_size=input) to render at the input size",
                 stacklevel=3,
             )
         if pairs is None:
-            pairs = make_pairs(v, s["pairing"])
+            pairs = s.pairs(v)
         pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
         for i, j in pair_list:
             if not (0 <= i < v and 0 <= j < v) or i == j:
                 raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
         num_p = len(pair_list)
-        dirs = [0, 1] if s["symmetric"] else [0]
+        dirs = [0, 1] if s.symmetric else [0]
         # directed work items (sequence, pair index, direction, view a rendered into, view b)
         items = [
             (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
@@ -308,9 +363,9 @@ class MEt3RScorer(nn.Module):
         if return_renders:
             keep.add("renders")
 
-        with torch.autocast(device_type=images.device.type, enabled=False):
-            for start in range(0, len(items), s["batch_size"]):
-                chunk = items[start : start + s["batch_size"]]
+        with torch.autocast(device_type=images.device.type, enabled=False), precision_context(s.precision, images.device):
+            for start in range(0, len(items), s.batch_size):
+                chunk = items[start : start + s.batch_size]
                 need = sorted({(bi, fv) for bi, _, _, fa, fb in chunk for fv in (fa, fb)} - set(cache))
                 if need:
                     frames = torch.stack([images[bi, fv] for bi, fv in need])
@@ -349,7 +404,7 @@ class MEt3RScorer(nn.Module):
         overlap_f = gather("overlap", 0)
         empty = overlap_f == 0
         out_d: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
-        if s["symmetric"]:
+        if s.symmetric:
             rev = gather("score", 1)
             overlap_r = gather("overlap", 1)
             empty = empty | (overlap_r == 0)
@@ -358,13 +413,13 @@ class MEt3RScorer(nn.Module):
             out_d["forward_scores"], out_d["reverse_scores"] = fwd, rev
         else:
             scores, overlap = fwd, overlap_f
-        if s["nan_on_no_overlap"]:
+        if s.nan_on_no_overlap:
             scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
         out_d.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
         if return_maps:
             out_d["score_maps"] = gather("score_map", 0)
             out_d["overlap_masks"] = gather("overlap_mask", 0)
-            if s["symmetric"]:
+            if s.symmetric:
                 out_d["score_maps_reverse"] = gather("score_map", 1)
                 out_d["overlap_masks_reverse"] = gather("overlap_mask", 1)
         if return_renders:
@@ -376,18 +431,23 @@ class MEt3RScorer(nn.Module):
         return self.score_sequences(images, pairs)["pair_scores"]
 
     def extra_repr(self) -> str:
-        return json.dumps({k: self.settings[k] for k in NETWORK_KEYS + ("img_size", "symmetric")})
+        s = self.settings
+        return f"variant={s.variant!r}, backbone={s.backbone!r}, distance={s.distance!r}, img_size={s.img_size!r}"
 
 
-def get_scorer(settings: Mapping[str, Any], device: torch.device | str | None = None) -> MEt3RScorer:
-    """Process-level cache of scorers keyed by (settings, device); networks are shared between scorers."""
-    s = resolve_settings(settings)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    key = (settings_key(s), str(dev))
+def get_scorer(settings: Settings, device: torch.device | str | None = None) -> MEt3RScorer:
+    """Process-level cache of scorers keyed by (settings, device); networks are shared between scorers.
+
+    ``device`` is canonicalised (``"cuda"`` is ``cuda:<current>``), so one GPU holds one copy of the weights.
+    """
+    if not isinstance(settings, Settings):
+        raise TypeError(f"settings: expected a met3r_metrics.Settings, got {type(settings).__name__}")
+    dev = canonical_device(device)
+    key = (settings, str(dev))
     with _LOCK:
         scorer = _SCORERS.get(key)
         if scorer is None:
-            scorer = MEt3RScorer.from_settings(s, dev)
+            scorer = MEt3RScorer.from_settings(settings, dev)
             _SCORERS[key] = scorer
         return scorer
 

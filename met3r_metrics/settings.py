@@ -1,36 +1,42 @@
-"""Named MEt3R variants and the resolution of user overrides into one settings dict.
+"""``Settings``: every knob of MEt3R in one frozen, typed, validated dataclass, and the named variants.
 
-A MEt3R number only means something together with how it was made (backbone, render size, pair
-stride, symmetry, ...). :func:`resolve_settings` turns ``variant`` + overrides into a flat,
-JSON-serialisable dict that every report carries; the scorer is built from exactly this dict.
+A MEt3R number only means something together with how it was made (backbone, render size, pairs,
+symmetry, ...). :class:`Settings` is that "how": it validates every field on construction (errors
+name the field, the expected and the received value), knows which fields differ from its variant
+(:attr:`Settings.overrides`) and serialises to JSON exactly as it ran (:meth:`Settings.to_dict`).
+The Metric, the functional, the CLI (as its hydra schema) and the Lightning callback all take it.
 
-Variants (see docs/metric.md for which published numbers each reproduces):
+Variants (see docs/metric.md for which published numbers each reproduces) are factories:
 
-* ``"official"``: the defaults of the official package (mohammadasim98/met3r @ 3259e41):
+* ``Settings.official()``: the defaults of the official package (mohammadasim98/met3r @ 3259e41):
   MASt3R 512 catmlpdpt metric, DINO ViT-S/16 + FeatUp JBU, cosine, 256x256 render, one
   direction ``1 - S(I1, I2)``.
-* ``"paper"``: the paper's symmetric definition ``1 - 0.5 * (S(I1, I2) + S(I2, I1))`` with
+* ``Settings.paper()``: the paper's symmetric definition ``1 - 0.5 * (S(I1, I2) + S(I2, I1))`` with
   DUSt3R 512 DPT (the geometry network the paper text names).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import hashlib
 import json
+import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 __all__ = [
+    "Settings",
     "VARIANTS",
     "PAIRINGS",
     "DISTANCES",
     "UPSAMPLERS",
+    "PRECISIONS",
     "BACKBONE_ALIASES",
-    "NETWORK_KEYS",
-    "resolve_settings",
+    "DistanceInfo",
     "make_pairs",
-    "settings_key",
+    "resolve",
 ]
 
 #: Short names accepted for ``backbone``; the value is the checkpoint registry name in
@@ -40,54 +46,257 @@ BACKBONE_ALIASES: dict[str, str] = {
     "dust3r": "dust3r_512_dpt",
 }
 PAIRINGS = ("consecutive", "all", "first")
-#: ``cosine`` compares upsampled DINO features (MEt3R); the others compare rendered RGB.
-DISTANCES = ("cosine", "mse", "rmse", "psnr", "ssim")
 UPSAMPLERS = ("featup", "nearest", "bilinear", "bicubic")
 FEATURE_BACKBONES = ("dino16",)
 FOCAL_CONVENTIONS = ("official", "pinhole")
-PRECISIONS = ("fp32", "bf16")
+#: fp32: float32 networks with TF32 off (reference numbers); tf32: TF32 matmuls/convolutions on CUDA;
+#: bf16: networks under bfloat16 autocast (TF32 for what stays float32). Geometry glue, splatting and
+#: distances always run in float32.
+PRECISIONS = ("fp32", "tf32", "bf16")
 
-_COMMON: dict[str, Any] = {
-    # geometry network: registry name / alias; weights=None -> the registry's checkpoint for it
-    "backbone": "mast3r_512_catmlpdpt_metric",
-    "backbone_weights": None,
-    # feature network
-    "feature_backbone": "dino16",
-    "feature_weights": None,
-    "upsampler": "featup",
-    "distance": "cosine",
-    # render size: int -> square, [h, w] -> that size, None -> the input size
-    "img_size": 256,
-    "symmetric": False,
-    "pairing": "consecutive",
-    # PyTorch3D's default point radius in NDC units and MEt3R's points per pixel
-    "radius": 0.01,
-    "points_per_pixel": 10,
-    # official: 1 + f/w, 1 + f/h; pinhole: 2 f / min(h, w) (PyTorch3D's NDC focal)
-    "focal_convention": "official",
-    # official HEAD eps values (the paper-era code used 1e-3 / 1e-6)
-    "cosine_eps": 1e-5,
-    "mask_eps": 1e-5,
-    # a pair without overlap: NaN, counted, excluded from means (official: scored 0 = perfect)
-    "nan_on_no_overlap": True,
-    # directed pairs per network chunk (memory knob, does not change the numbers)
-    "batch_size": 8,
-    # networks in float32 (parity) or under bfloat16 autocast (opt-in speed); geometry glue,
-    # splatting and distances always run in float32
-    "precision": "fp32",
+# Bounds that keep a value from silently degenerating (an inf radius covers every pixel, a huge
+# points_per_pixel overflows the rasterizer's buffers). PyTorch3D caps points_per_pixel at 150.
+MAX_POINTS_PER_PIXEL = 150
+MAX_RADIUS = 2.0  # NDC spans [-1, 1]: a larger radius covers the whole image
+MAX_SIDE = 8192
+MAX_BATCH_SIZE = 65536
+MAX_PAIR_GAP = 1_000_000
+MAX_EPS = 1.0
+
+
+class DistanceInfo(NamedTuple):
+    """What a distance measures: its map label, direction and range (for the Metric and plots)."""
+
+    label: str  # per-pixel quantity, e.g. "1 - cos"
+    higher_is_better: bool
+    lower_bound: float | None
+    upper_bound: float | None
+
+
+#: ``cosine`` compares upsampled DINO features (MEt3R); the others compare rendered RGB.
+DISTANCES: dict[str, DistanceInfo] = {
+    "cosine": DistanceInfo("1 - cos", False, 0.0, 2.0),
+    "mse": DistanceInfo("squared error", False, 0.0, 1.0),
+    "rmse": DistanceInfo("RMSE", False, 0.0, 1.0),
+    "psnr": DistanceInfo("PSNR (dB)", True, 0.0, None),
+    "ssim": DistanceInfo("SSIM", True, -1.0, 1.0),
 }
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "official": dict(_COMMON),
-    "paper": {**_COMMON, "backbone": "dust3r_512_dpt", "symmetric": True},
-}
 
-#: Keys that choose networks (and therefore which frozen weights the scorer holds).
-NETWORK_KEYS = ("backbone", "backbone_weights", "feature_backbone", "feature_weights", "upsampler", "distance")
+def _knob(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a MEt3R number is made. Frozen, validated on construction, JSON round-trippable.
+
+    Build it from a variant: ``Settings.official(img_size=None)``, ``Settings.paper()``, or
+    ``Settings.from_variant("paper", radius=0.02)``; derive with :meth:`replace`. Every field below is
+    a knob of :class:`~met3r_metrics.MEt3R`, :func:`~met3r_metrics.met3r`, ``met3r-eval metric.<field>``
+    and the callback's ``metric_kwargs``; this class is the only list of them.
+    """
+
+    variant: str = _knob("official", "named variant the other fields start from: official | paper")
+    backbone: str = _knob(
+        "mast3r_512_catmlpdpt_metric",
+        "geometry network: mast3r | dust3r | a registry name (met3r-download --list); with backbone_weights, "
+        "the network those weights hold",
+    )
+    backbone_weights: str | None = _knob(
+        None, "geometry weights: registry name, HF repo id or local file (.pth/.ckpt/.safetensors/dir); "
+        "None: the registry checkpoint of backbone",
+    )
+    feature_backbone: str = _knob("dino16", "feature network: dino16")
+    feature_weights: str | None = _knob(None, "local FeatUp/DINO weights file; None: the official checkpoint")
+    upsampler: str = _knob("featup", "feature upsampler: featup (JBU stack) | nearest | bilinear | bicubic")
+    distance: str = _knob("cosine", "per-pixel comparison: cosine (features) | mse | rmse | psnr | ssim (RGB)")
+    img_size: int | tuple[int, int] | None = _knob(
+        256, "render size: int (square), (h, w), or None (the input size; CLI: metric.img_size=input)"
+    )
+    symmetric: bool = _knob(False, "True: the paper's 1 - (S12 + S21) / 2; False: the official 1 - S12")
+    pairing: str = _knob("consecutive", "view pairs: consecutive (i, i+gap) | all (i < j) | first (0, j)")
+    pair_gap: int = _knob(1, "frame gap of consecutive pairs (1: the paper's sliding window)")
+    radius: float = _knob(0.01, f"point radius in NDC units, in (0, {MAX_RADIUS:g}] (PyTorch3D/MEt3R: 0.01)")
+    points_per_pixel: int = _knob(10, f"nearest points composited per pixel, 1..{MAX_POINTS_PER_PIXEL}")
+    focal_convention: str = _knob("official", "official (1 + f/w, 1 + f/h) | pinhole (2 f / min(h, w))")
+    cosine_eps: float = _knob(1e-5, "eps of the cosine similarity (official HEAD; paper-era code 1e-3)")
+    mask_eps: float = _knob(1e-5, "eps of the masked-mean normaliser (official HEAD; paper-era code 1e-6)")
+    nan_on_no_overlap: bool = _knob(
+        True, "a pair without overlap is NaN, counted and excluded (False: the official 0 = perfect)"
+    )
+    batch_size: int = _knob(8, "directed pairs per network chunk: a memory knob (numbers agree to ~1e-6)")
+    precision: str = _knob("fp32", "fp32 (TF32 off, reference) | tf32 | bf16 (networks under bf16 autocast)")
+
+    # -- variants ----------------------------------------------------------------------------------
+    @classmethod
+    def official(cls, **overrides: Any) -> Settings:
+        """The official package's defaults (MASt3R, one direction, 256x256 render)."""
+        _check_names(overrides)
+        return cls(**{**_VARIANT_FIELDS["official"], **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> Settings:
+        """The paper's symmetric definition with DUSt3R 512 DPT."""
+        _check_names(overrides)
+        return cls(**{**_VARIANT_FIELDS["paper"], **overrides})
+
+    @classmethod
+    def from_variant(cls, variant: str = "official", **overrides: Any) -> Settings:
+        """The named ``variant`` with ``overrides`` applied."""
+        if not isinstance(variant, str) or variant not in VARIANTS:
+            raise _err("variant", f"one of {sorted(VARIANTS)}", variant)
+        _check_names(overrides)
+        return VARIANTS[variant](**overrides)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Settings:
+        """Inverse of :meth:`to_dict` (``overrides`` is derived, so it is ignored on input)."""
+        values = {k: v for k, v in data.items() if k != "overrides"}
+        _check_names(values)
+        return cls(**values)
+
+    # -- validation --------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
+        _choice("variant", self.variant, tuple(VARIANTS))
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise _err("backbone", "a registry name such as 'mast3r' or 'dust3r_512_dpt'", self.backbone)
+        put("backbone", BACKBONE_ALIASES.get(self.backbone.lower(), self.backbone))
+        put("backbone_weights", _path_or_name("backbone_weights", self.backbone_weights))
+        put("feature_weights", _path_or_name("feature_weights", self.feature_weights))
+        _choice("feature_backbone", self.feature_backbone, FEATURE_BACKBONES)
+        up = self.upsampler.lower() if isinstance(self.upsampler, str) else self.upsampler
+        put("upsampler", "featup" if up == "jbu" else up)
+        _choice("upsampler", self.upsampler, UPSAMPLERS)
+        _choice("distance", self.distance, tuple(DISTANCES), " (lpips is not supported)")
+        put("img_size", _img_size(self.img_size))
+        for name in ("symmetric", "nan_on_no_overlap"):
+            if not isinstance(getattr(self, name), bool):
+                raise _err(name, "a bool", getattr(self, name))
+        _choice("pairing", self.pairing, PAIRINGS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("focal_convention", self.focal_convention, FOCAL_CONVENTIONS)
+        put("radius", _finite("radius", self.radius, 0.0, MAX_RADIUS, low_open=True))
+        for name in ("cosine_eps", "mask_eps"):
+            put(name, _finite(name, getattr(self, name), 0.0, MAX_EPS))
+        _int("points_per_pixel", self.points_per_pixel, 1, MAX_POINTS_PER_PIXEL)
+        _int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        _int("pair_gap", self.pair_gap, 1, MAX_PAIR_GAP)
+        if self.pair_gap != 1 and self.pairing != "consecutive":
+            raise _err("pair_gap", f"1 with pairing={self.pairing!r} (a gap applies to consecutive pairs)", self.pair_gap)
+
+    # -- derived -----------------------------------------------------------------------------------
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """Fields that differ from the variant's value, in field order."""
+        base = _VARIANT_FIELDS[self.variant]
+        return tuple(f.name for f in dataclasses.fields(self) if getattr(self, f.name) != _canonical(f.name, base[f.name]))
+
+    @property
+    def uses_features(self) -> bool:
+        """Whether a feature network is needed (the RGB distances compare rendered colours)."""
+        return self.distance == "cosine"
+
+    @property
+    def network_key(self) -> tuple[Any, ...]:
+        """What chooses the frozen networks (two settings with equal keys share them)."""
+        features = (self.feature_backbone, self.feature_weights, self.upsampler) if self.uses_features else None
+        return (self.backbone, self.backbone_weights, features)
+
+    @property
+    def distance_info(self) -> DistanceInfo:
+        return DISTANCES[self.distance]
+
+    @property
+    def height_multiple(self) -> int:
+        """Frame heights must be multiples of this: 16 (ViT patches), 32 with DINO features, whose
+        official FeatUp featurizer crashes on an odd number of 16-pixel patch rows (any upsampler)."""
+        return 2 * PATCH if self.uses_features else PATCH
+
+    def frame_size_error(self, height: int, width: int) -> str | None:
+        """None if frames of ``height`` x ``width`` can be scored with these settings, else what is
+        expected (for messages ``"<name>: expected <this>, got <H>x<W>"``)."""
+        if min(height, width) < MIN_SIDE or height % self.height_multiple or width % PATCH:
+            why = " (DINO features need an even number of 16-pixel patch rows)" if self.uses_features else ""
+            return f"H a multiple of {self.height_multiple}{why}, W a multiple of {PATCH}, both >= {MIN_SIDE}"
+        return None
+
+    def pairs(self, num_views: int) -> list[tuple[int, int]]:
+        """The index pairs of a sequence of ``num_views`` frames (see :func:`make_pairs`)."""
+        return make_pairs(num_views, self.pairing, self.pair_gap)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (validated again)."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (img_size as a list) plus ``overrides``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(out["img_size"], tuple):
+            out["img_size"] = list(out["img_size"])
+        out["overrides"] = list(self.overrides)
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def digest(self, *, exclude: tuple[str, ...] = ()) -> str:
+        """Short stable hash of the fields (minus ``exclude``), for cache keys and folder names."""
+        data = {k: v for k, v in self.to_dict().items() if k not in exclude and k != "overrides"}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+PATCH = 16
+MIN_SIDE = 32
+
+_VARIANT_FIELDS: dict[str, dict[str, Any]] = {
+    "official": {f.name: f.default for f in dataclasses.fields(Settings)},
+}
+_VARIANT_FIELDS["paper"] = {**_VARIANT_FIELDS["official"], "variant": "paper", "backbone": "dust3r_512_dpt", "symmetric": True}
+
+#: Variant name -> factory.
+VARIANTS: dict[str, Callable[..., Settings]] = {"official": Settings.official, "paper": Settings.paper}
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+# --------------------------------------------------------------------------------------------------
+# validation helpers (messages: "<field>: expected <what>, got <value>")
 
 
 def _err(name: str, expected: str, got: Any) -> ValueError:
     return ValueError(f"{name}: expected {expected}, got {got!r}")
+
+
+def _check_names(values: Mapping[str, Any]) -> None:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown MEt3R setting(s) {unknown}; expected any of {list(FIELDS)}")
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...], note: str = "") -> None:
+    if not isinstance(value, str) or value not in options:
+        raise _err(name, f"one of {options}{note}", value)
+
+
+def _canonical(name: str, value: Any) -> Any:
+    return _img_size(value) if name == "img_size" else value
+
+
+def _finite(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise _err(name, f"a finite float in {bracket}{low:g}, {high:g}]", value)
+    return float(value)
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _err(name, f"an int in [{low}, {high}]", value)
 
 
 def _path_or_name(name: str, value: Any) -> str | None:
@@ -100,118 +309,54 @@ def _path_or_name(name: str, value: Any) -> str | None:
     raise _err(name, "None, a registry name, a repo id or a local path (str / PathLike)", value)
 
 
-def _img_size(value: Any) -> int | list[int] | None:
+def _img_size(value: Any) -> int | tuple[int, int] | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise _err("img_size", "None, a positive int or (h, w)", value)
-    if isinstance(value, int):
-        if value < 1:
-            raise _err("img_size", "a positive int", value)
+    side = lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE  # noqa: E731
+    if side(value):
         return int(value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-            return [int(value[0]), int(value[1])]
-    raise _err("img_size", "None, a positive int or a pair (h, w) of positive ints", value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(side(v) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise _err("img_size", f"None, an int or a pair (h, w) of ints in [1, {MAX_SIDE}]", value)
 
 
-def resolve_settings(variant: str | Mapping[str, Any] = "official", **overrides: Any) -> dict[str, Any]:
-    """Resolve a variant name plus overrides into a validated, JSON-serialisable settings dict.
+# --------------------------------------------------------------------------------------------------
+
+
+def resolve(variant: str | Settings | None = None, base: Settings | None = None, **overrides: Any) -> Settings:
+    """The one rule that turns what a caller passed into :class:`Settings`.
 
     Args:
-        variant: ``"official"`` or ``"paper"``, or an already resolved settings mapping (its
-            ``"variant"`` entry is kept; overrides apply on top).
-        **overrides: any key of :data:`VARIANTS` ``["official"]`` (backbone, backbone_weights,
-            feature_backbone, feature_weights, upsampler, distance, img_size, symmetric, pairing,
-            radius, points_per_pixel, focal_convention, cosine_eps, mask_eps, nan_on_no_overlap,
-            batch_size, precision). ``None`` values for keys whose default is not ``None`` are ignored, so
-            callers can forward optional arguments unchanged.
-
-    Returns:
-        A new dict with every key, plus ``"variant"`` (the base variant name) and
-        ``"overrides"`` (sorted list of keys that differ from the base variant).
-
-    Raises:
-        ValueError: unknown variant / key, or a value of the wrong type or range.
+        variant: a variant name, a ``Settings`` (used as is, then ``overrides``), or ``None`` ("not
+            given": ``base`` if given, else ``"official"``).
+        base: the settings to start from when ``variant`` is not given (e.g. a pre-built scorer's).
+        **overrides: fields of :class:`Settings` (a ``variant`` key is not allowed here).
     """
-    if isinstance(variant, Mapping):
-        base_name = str(variant.get("variant", "official"))
-        if base_name not in VARIANTS:
-            raise _err("variant", f"one of {sorted(VARIANTS)}", base_name)
-        base = {k: copy.deepcopy(variant[k]) for k in VARIANTS[base_name] if k in variant}
-        s = {**VARIANTS[base_name], **base}
+    if "variant" in overrides:
+        raise _err("variant", "the first argument, not an override", overrides["variant"])
+    if isinstance(variant, Settings):
+        start = variant
+    elif variant is None and base is not None:
+        start = base
+    elif variant is None or isinstance(variant, str):
+        return Settings.from_variant(variant or "official", **overrides)
     else:
-        if variant not in VARIANTS:
-            raise _err("variant", f"one of {sorted(VARIANTS)}", variant)
-        base_name = variant
-        s = dict(VARIANTS[variant])
-    unknown = sorted(set(overrides) - set(s))
-    if unknown:
-        raise ValueError(f"unknown MEt3R setting(s) {unknown}; expected any of {sorted(s)}")
-    for key, value in overrides.items():
-        if value is None and VARIANTS[base_name][key] is not None and key != "img_size":
-            continue  # "not given"
-        s[key] = value
-
-    # --- validation / canonicalisation (errors name the argument, what was expected, what came)
-    backbone = s["backbone"]
-    if not isinstance(backbone, str) or not backbone:
-        raise _err("backbone", "a registry name such as 'mast3r' or 'dust3r_512_dpt'", backbone)
-    s["backbone"] = BACKBONE_ALIASES.get(backbone.lower(), backbone)
-    s["backbone_weights"] = _path_or_name("backbone_weights", s["backbone_weights"])
-    s["feature_weights"] = _path_or_name("feature_weights", s["feature_weights"])
-    if s["feature_backbone"] not in FEATURE_BACKBONES:
-        raise _err("feature_backbone", f"one of {FEATURE_BACKBONES}", s["feature_backbone"])
-    up = str(s["upsampler"]).lower()
-    if up == "jbu":
-        up = "featup"
-    if up not in UPSAMPLERS:
-        raise _err("upsampler", f"one of {UPSAMPLERS}", s["upsampler"])
-    s["upsampler"] = up
-    if s["distance"] not in DISTANCES:
-        raise _err("distance", f"one of {DISTANCES} (lpips is not supported)", s["distance"])
-    s["img_size"] = _img_size(s["img_size"])
-    for key in ("symmetric", "nan_on_no_overlap"):
-        if not isinstance(s[key], bool):
-            raise _err(key, "a bool", s[key])
-    if s["pairing"] not in PAIRINGS:
-        raise _err("pairing", f"one of {PAIRINGS}", s["pairing"])
-    if s["precision"] not in PRECISIONS:
-        raise _err("precision", f"one of {PRECISIONS}", s["precision"])
-    if s["focal_convention"] not in FOCAL_CONVENTIONS:
-        raise _err("focal_convention", f"one of {FOCAL_CONVENTIONS}", s["focal_convention"])
-    for key in ("radius", "cosine_eps", "mask_eps"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 if key == "radius" else v >= 0):
-            raise _err(key, "a positive float" if key == "radius" else "a float >= 0", v)
-        s[key] = float(v)
-    for key in ("points_per_pixel", "batch_size"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _err(key, "a positive int", v)
-    s["variant"] = base_name
-    s["overrides"] = sorted(k for k in VARIANTS[base_name] if s[k] != VARIANTS[base_name][k])
-    json.dumps(s)  # guarantee serialisability (raises TypeError otherwise)
-    return s
+        raise _err("variant", f"None, one of {sorted(VARIANTS)} or a Settings", variant)
+    return start.replace(**overrides) if overrides else start
 
 
-def settings_key(settings: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
-    """Stable string key of (a subset of) a settings dict, for caches."""
-    items = {k: settings[k] for k in (keys if keys is not None else sorted(settings)) if k in settings}
-    return json.dumps(items, sort_keys=True)
+def make_pairs(num_views: int, pairing: str = "consecutive", gap: int = 1) -> list[tuple[int, int]]:
+    """Index pairs (i, j) of a sequence of ``num_views`` frames; the score of (i, j) renders into view i.
 
-
-def make_pairs(num_views: int, pairing: str = "consecutive") -> list[tuple[int, int]]:
-    """Index pairs (i, j) of a sequence of ``num_views`` frames.
-
-    ``consecutive``: (0, 1), (1, 2), ... (sliding window, the paper's protocol);
+    ``consecutive``: (0, gap), (1, 1 + gap), ... (sliding window; gap 1 is the paper's protocol);
     ``all``: every (i, j) with i < j; ``first``: (0, j) for j >= 1 (each view against view 0).
-    The score of (i, j) renders both clouds into view i's camera.
+    Empty when the sequence is too short for one pair.
     """
-    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 2:
-        raise _err("num_views", "an int >= 2", num_views)
+    if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 0:
+        raise _err("num_views", "an int >= 0", num_views)
+    _int("pair_gap", gap, 1, MAX_PAIR_GAP)
     if pairing == "consecutive":
-        return [(i, i + 1) for i in range(num_views - 1)]
+        return [(i, i + gap) for i in range(num_views - gap)]
     if pairing == "all":
         return [(i, j) for i in range(num_views) for j in range(i + 1, num_views)]
     if pairing == "first":

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lightning_callbacks import MEt3RCallback
-from lightning_callbacks.met3r_callback import _first_tensor, _rank_quota, _to_unit_range
+from lightning_callbacks.met3r_callback import _first_tensor, _rank_quota
+from met3r_metrics.inputs import to_unit_range
 from lightning_callbacks.testing import TinyFeatureExtractor, ToyImageDataset, ToyViewGenerator
 
 TOL = 1e-5  # float32 sums in a different order (DDP gather) / same order (by hand)
@@ -94,7 +95,8 @@ def test_fit_logs_met3r_and_fid_equal_to_by_hand(tmp_path: Path, tiny_kwargs: di
     torch.manual_seed(0)
     model = ToyViewGenerator(num_views=2)
     feature = TinyFeatureExtractor(num_features=16, seed=0)
-    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid_feature=copy.deepcopy(feature), num_plot_pairs=2)
+    fid = FrechetInceptionDistance(feature=copy.deepcopy(feature), normalize=True)
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, metrics={"fid": fid}, num_plot_pairs=2)
     train, val = _loaders()
     trainer = _trainer(tmp_path, [callback], max_epochs=1)
     trainer.fit(model, train, val)
@@ -112,8 +114,8 @@ def test_fit_logs_met3r_and_fid_equal_to_by_hand(tmp_path: Path, tiny_kwargs: di
     import yaml
 
     hparams = yaml.safe_load((Path(trainer.logger.log_dir) / "hparams.yaml").read_text())
-    assert hparams["val/met3r_settings"] == callback.settings
-    assert callback.settings["img_size"] == 64 and callback.settings["variant"] == "official"
+    assert hparams["val/met3r_settings"] == callback.settings.to_dict()
+    assert callback.settings.img_size == 64 and callback.settings.variant == "official"
 
     # Logged once per evaluated epoch, to the CSV logger (rank 0).
     rows = (Path(trainer.logger.log_dir) / "metrics.csv").read_text().splitlines()
@@ -135,8 +137,7 @@ def test_fit_logs_met3r_and_fid_equal_to_by_hand(tmp_path: Path, tiny_kwargs: di
     with_, without = (torch.load(p, weights_only=False) for p in (ckpt_with, ckpt_without))
     assert set(with_["state_dict"]) == set(model.state_dict())
     assert _tensor_bytes(with_) == _tensor_bytes(without)
-    cb_states = [v for k, v in with_["callbacks"].items() if k.startswith("MEt3RCallback")]
-    assert cb_states == [{"last_evaluated_epoch": 0}]
+    assert not any(k.startswith("MEt3RCallback") for k in with_.get("callbacks", {}))  # no callback state
     print("checkpoint bytes with/without callback:", ckpt_with.stat().st_size, ckpt_without.stat().st_size)
     assert ckpt_with.stat().st_size - ckpt_without.stat().st_size < 4096
 
@@ -238,15 +239,16 @@ def test_limit_batches_real_fn_and_metric_kwargs(tmp_path: Path, tiny_kwargs: di
         grad_enabled.append(torch.is_grad_enabled())
         return module.sample_views(batch)
 
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(seed=0), normalize=True)
     callback = MEt3RCallback(sample_fn, real_fn, metric_kwargs={**tiny_kwargs, "pairing": "first"},
-                             fid_feature=TinyFeatureExtractor(seed=0), limit_batches=1, num_plot_pairs=0)
+                             metrics={"fid": fid}, limit_batches=1, num_plot_pairs=0)
     _, val = _loaders(n=6, batch_size=2)
     trainer = _trainer(tmp_path, [callback], limit_val_batches=3)
     trainer.validate(ToyViewGenerator(num_views=3), val)
     assert real_calls == [2] and grad_enabled == [False]  # one of the three batches
     details = callback.met3r_metric.compute_details()
     assert int(details["num_sequences"]) == 2 and int(details["num_pairs"]) == 4  # (0, 1), (0, 2) per sample
-    assert callback.settings["pairing"] == "first"
+    assert callback.settings.pairing == "first"
     assert int(callback.fid_metric.real_features_num_samples) == 2
     assert int(callback.fid_metric.fake_features_num_samples) == 6  # B * V generated images
     assert math.isfinite(float(trainer.callback_metrics["val/fid"]))
@@ -258,7 +260,6 @@ def test_metric_runs_fp32_without_autocast(tiny_kwargs: dict) -> None:
     from met3r_metrics import MEt3R
 
     callback = MEt3RCallback(metric_kwargs=tiny_kwargs, fid=False)
-    callback._build_metrics()
     views = ToyViewGenerator(num_views=2).sample_views({"images": ToyImageDataset(n=1).images}).to(torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         callback._update_metrics(views, None, torch.device("cpu"))
@@ -288,8 +289,8 @@ def _ddp_run(tmp_path: Path, tiny_kwargs: dict, devices: int) -> tuple[dict, dic
     model = ToyViewGenerator(num_views=2, lr=0.0)  # lr 0: same weights however batches are split
     dump = tmp_path / f"dump{devices}"
     dump.mkdir()
-    callback = _RankDump(str(dump), metric_kwargs=tiny_kwargs, fid_feature=TinyFeatureExtractor(seed=0),
-                         max_samples=4, num_plot_pairs=1)
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(seed=0), normalize=True)
+    callback = _RankDump(str(dump), metric_kwargs=tiny_kwargs, metrics={"fid": fid}, max_samples=4, num_plot_pairs=1)
     # Validation batches of one sample: each sequence is scored alone in both runs, so the
     # per-sequence scores are bitwise equal and only the (float64) summation order differs.
     train, val = _loaders(n=8, batch_size=1)
@@ -303,9 +304,12 @@ def _ddp_run(tmp_path: Path, tiny_kwargs: dict, devices: int) -> tuple[dict, dic
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/met3r") or k == "val/fid"}, ranks
 
 
-def test_ddp_two_processes_equal_one(tmp_path: Path, tiny_kwargs: dict) -> None:
+def test_ddp_two_processes_equal_one(tmp_path: Path, tiny_kwargs: dict, capfd: pytest.CaptureFixture) -> None:
     single, single_ranks = _ddp_run(tmp_path, tiny_kwargs, devices=1)
     ddp, ddp_ranks = _ddp_run(tmp_path, tiny_kwargs, devices=2)
+    # logged with sync_dist=True (reduce "max" of equal values): Lightning has no reason to warn,
+    # and the callback installs no warning filter to hide it
+    assert "sync_dist=True" not in capfd.readouterr().err
     print("single vs ddp:", json.dumps({k: (single[k], ddp.get(k)) for k in single}))
     assert set(ddp_ranks) == {"rank0", "rank1"}
     # Every rank holds the same, already global value (so logging without sync_dist is right).
@@ -364,8 +368,8 @@ def test_helpers_and_argument_checks() -> None:
     assert _first_tensor({"label": [1], "x": (t, 0)}) is t
     assert _first_tensor(("a", t)) is t and _first_tensor({"a": 1}) is None
     assert [_rank_quota(7, 3, r) for r in range(3)] == [3, 2, 2]
-    assert _to_unit_range(torch.tensor([-1.0, 0.0, 1.0]), normalize=False).tolist() == [0.0, 0.5, 1.0]
-    assert _to_unit_range(torch.tensor([0, 255], dtype=torch.uint8), normalize=False).tolist() == [0.0, 1.0]
+    assert to_unit_range(torch.tensor([-1.0, 0.0, 1.0]), normalize=False).tolist() == [0.0, 0.5, 1.0]
+    assert to_unit_range(torch.tensor([0, 255], dtype=torch.uint8), normalize=False).tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="normalize"):
         MEt3RCallback(metric_kwargs={"normalize": True})
     with pytest.raises(ValueError, match="every_n_epochs"):
@@ -378,3 +382,49 @@ def test_helpers_and_argument_checks() -> None:
     assert cb._real_images((t, torch.zeros(2))) is t
     with pytest.raises(ValueError, match="real_fn"):
         cb._real_images({"x": torch.zeros(2, 1, 4, 4)})
+
+
+# ----------------------------------------------------------------------------- your own metrics
+def test_user_metrics_are_fed_and_logged(tmp_path: Path, tiny_kwargs: dict) -> None:
+    """Any torchmetrics metric: those taking `real` get real images too; others only the views in [0, 1]."""
+    from torchmetrics import MeanMetric
+
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(seed=0), normalize=True)
+    mean = MeanMetric()  # update(value): gets the generated images only
+    callback = MEt3RCallback(metric_kwargs=tiny_kwargs, metrics={"fid": fid, "pixel_mean": mean}, fid=False,
+                             max_samples=2, num_plot_pairs=0)
+    _, val = _loaders(n=2, batch_size=2)
+    model = ToyViewGenerator(num_views=2)
+    trainer = _trainer(tmp_path, [callback])
+    trainer.validate(model, val)
+    assert set(callback.log_keys) == {"met3r", "met3r_zero_overlap", "met3r_mean_overlap", "fid", "pixel_mean"}
+    with torch.no_grad():
+        views = model.sample_views(next(iter(val)))
+    expected = float(((views + 1) / 2).clamp(0, 1).mean())
+    assert float(trainer.callback_metrics["val/pixel_mean"]) == pytest.approx(expected, abs=1e-6)
+    assert int(fid.real_features_num_samples) == 2 and int(fid.fake_features_num_samples) == 4
+
+
+def test_user_metric_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"metrics\['fid'\]: expected normalize=True .*got normalize=False"):
+        MEt3RCallback(metrics={"fid": FrechetInceptionDistance(feature=TinyFeatureExtractor(seed=0))})
+    with pytest.raises(TypeError, match=r"metrics\['x'\]: expected a torchmetrics.Metric, got int"):
+        MEt3RCallback(metrics={"x": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="metrics: expected log names other than"):
+        MEt3RCallback(metrics={"met3r": FrechetInceptionDistance(feature=TinyFeatureExtractor(seed=0), normalize=True)})
+    with pytest.raises(ValueError, match=r"^radius: expected a finite float"):
+        MEt3RCallback(metric_kwargs={"radius": float("inf")})  # settings are validated at construction
+
+
+def test_default_fid_only_where_its_dependency_is_installed() -> None:
+    import importlib.util
+
+    from lightning_callbacks.met3r_callback import _default_fid
+
+    if importlib.util.find_spec("torch_fidelity") is None:
+        assert _default_fid(required=False) == {}
+        with pytest.raises(ModuleNotFoundError, match="fid=True: .*torch-fidelity"):
+            _default_fid(required=True)
+    cb = MEt3RCallback(fid=False)
+    cb._add_default_metrics()
+    assert cb.metrics == {} and cb.fid_metric is None

@@ -69,7 +69,7 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def single_run(tiny, data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("single") / "out"
-    run(compose_config([f"data.path={data_dir}", f"output.dir={out}", "runtime.batch_size=3", "output.worst_pairs=2", *tiny]))
+    run(compose_config([f"data.path={data_dir}", f"output.dir={out}", "metric.batch_size=3", "output.worst_pairs=2", *tiny]))
     return out
 
 
@@ -114,7 +114,8 @@ def test_outputs_of_a_folder_run(single_run: Path):
     assert summary["met3r"] == pytest.approx(sum(seq_scores) / len(seq_scores))
     assert summary["met3r_ci95"][0] <= summary["met3r"] <= summary["met3r_ci95"][1]
     assert summary["settings"]["variant"] == "official" and summary["settings"]["img_size"] is not None
-    assert summary["data"]["resize"] is None and summary["runtime"]["precision"] == "fp32"
+    assert summary["data"]["resize"] is None and summary["settings"]["precision"] == "fp32"
+    assert summary["batch_sizes_used"] == [3] and summary["settings"]["batch_size"] == 3
     assert summary["package_version"]
     assert summary["num_zero_overlap_pairs"] == sum(r["score"] == "nan" for r in rows)
 
@@ -135,7 +136,7 @@ def test_scores_equal_the_functional_metric(single_run: Path, tiny_kwargs, data_
 
 def test_rerun_skips_finished_sequences(single_run: Path, tiny, data_dir):
     before = _lines(single_run / "sequences.jsonl")
-    summary = run(compose_config([f"data.path={data_dir}", f"output.dir={single_run}", "runtime.batch_size=3",
+    summary = run(compose_config([f"data.path={data_dir}", f"output.dir={single_run}", "metric.batch_size=3",
                                   "runtime.retry_errors=false", *tiny]))
     after = _lines(single_run / "sequences.jsonl")
     assert after == before  # nothing recomputed ("seconds" would differ)
@@ -169,7 +170,7 @@ def test_sigkill_midway_then_resume(tiny, data_dir, single_run, tmp_path):
     """
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}",
-           "runtime.batch_size=3", "output.plots=false", *tiny]
+           "metric.batch_size=3", "output.plots=false", *tiny]
     proc = subprocess.Popen(cmd, env=_env(_MET3R_EVAL_SLEEP_AFTER_SEQUENCE="8"), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     jsonl = out / "sequences.jsonl"
@@ -200,7 +201,7 @@ def test_sigkill_midway_then_resume(tiny, data_dir, single_run, tmp_path):
 def test_two_processes_gloo_match_single(tiny, data_dir, single_run, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}", "runtime.batch_size=3",
+           "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}", "metric.batch_size=3",
            "output.worst_pairs=2", *tiny]
     done = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -219,7 +220,7 @@ def test_console_script_main_job_line(tiny, tmp_path):
     exe = [script] if script else [sys.executable, "-c", "from met3r_metrics.cli.evaluate import main; main()"]
     done = subprocess.run([*exe, f"data.path={seq}", *tiny], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = tmp_path / "met3r_results" / "one_sequence_official"  # default output dir
+    (out,) = (tmp_path / "met3r_results").glob("one_sequence_official_*")  # default: data name, variant, digest
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_sequences"] == 1 and summary["num_pairs"] == 2
     assert "MEt3R (official) =" in done.stdout
@@ -227,13 +228,17 @@ def test_console_script_main_job_line(tiny, tmp_path):
 
 def test_config_groups_and_overrides():
     """The four groups compose, group choices and single values override; nothing runs."""
-    cfg = compose_config(["data.path=/x/seqs", "metric=paper", "runtime=fast", "runtime.batch_size=4",
+    from met3r_metrics.cli.config import metric_settings
+
+    cfg = compose_config(["data.path=/x/seqs", "metric=paper", "metric.precision=bf16", "metric.batch_size=4",
                           "data.resize=[64,96]", "output.worst_pairs=3"])
     assert set(cfg) >= {"metric", "data", "runtime", "output"}
-    assert cfg.metric.variant == "paper" and cfg.metric.pairing == "consecutive"
-    assert cfg.runtime.precision == "bf16" and cfg.runtime.batch_size == 4
+    assert cfg.metric.variant == "paper" and cfg.metric.pairing is None  # null: the variant's value
+    assert cfg.metric.precision == "bf16" and cfg.metric.batch_size == 4
     assert list(cfg.data.resize) == [64, 96] and cfg.output.worst_pairs == 3
-    assert cfg.output.dir == "met3r_results/seqs_paper"  # default dir: data name + variant (re-run resumes)
+    assert cfg.output.dir is None  # default: met3r_results/<data name>_<variant>_<settings digest>
+    s = metric_settings(dict(cfg.metric))
+    assert s.variant == "paper" and s.symmetric and s.precision == "bf16" and s.overrides == ("batch_size", "precision")
 
 
 def test_console_script_errors_leave_no_results_dir(tmp_path):
@@ -251,7 +256,7 @@ def test_console_script_errors_leave_no_results_dir(tmp_path):
                           env=_env(**caches), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "met3r-download mast3r_512_catmlpdpt_metric" in done.stderr, done.stderr[-3000:]
-    assert not (tmp_path / "met3r_results" / "one_sequence_official" / "summary.json").exists()
+    assert not list((tmp_path / "met3r_results").glob("*/summary.json"))
 
 
 def test_curve_plot_labels_follow_the_pairing():

@@ -71,15 +71,13 @@ def test_shard_round_robin_covers_everything():
     assert info.world_size == 1 and info.rank == 0 and not info.distributed
 
 
-def test_runtime_bf16_reaches_the_scorer_settings():
-    """runtime.precision=bf16 must change the networks' precision (the scorer ignores outside autocast)."""
+def test_precision_pins_tf32_only_for_the_call_and_only_on_cuda():
+    """The scorer's precision context restores the global switches; on CPU it touches nothing."""
     import torch
 
-    from met3r_metrics.cli.scoring import PairBatchScorer, precision_context
+    from met3r_metrics.scorer import precision_context
 
-    assert PairBatchScorer("official", {}, torch.device("cpu"), precision="bf16").settings["precision"] == "bf16"
-    assert PairBatchScorer("official", {}, torch.device("cpu"), precision="tf32").settings["precision"] == "fp32"
     before = torch.backends.cuda.matmul.allow_tf32
     with precision_context("bf16", torch.device("cpu")):
-        assert torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 == before
     assert torch.backends.cuda.matmul.allow_tf32 == before

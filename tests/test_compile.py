@@ -8,13 +8,13 @@ from conftest import golden_path
 from met3r_metrics import met3r
 from met3r_metrics.compile import compile_networks, transformer_blocks
 from met3r_metrics.scorer import MEt3RScorer
-from met3r_metrics.settings import resolve_settings
+from met3r_metrics.settings import Settings
 from met3r_metrics.testing import tiny_met3r_kwargs
 
 
 def test_compiled_blocks_give_the_same_scores(tmp_path):
     kw = tiny_met3r_kwargs(golden_path(), tmp_path)
-    settings = resolve_settings("official", **kw)
+    settings = Settings.official(**kw)
     exact = MEt3RScorer.from_settings(settings)
     images = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ref = met3r(images, scorer=exact, return_details=True).pair_scores

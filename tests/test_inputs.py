@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from met3r_metrics.inputs import validate_images
-from met3r_metrics.settings import VARIANTS, make_pairs, resolve_settings
+from met3r_metrics.inputs import validate_images as _validate
+from met3r_metrics.settings import VARIANTS, Settings, make_pairs, resolve
+
+RGB = Settings.official(distance="mse")  # patch-multiple sizes only (the DINO rule is tested below)
+
+
+def validate_images(images, settings: Settings = RGB, **kwargs):
+    return _validate(images, settings, **kwargs)
 
 
 def _imgs(*shape: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
@@ -78,9 +85,19 @@ def test_tiny_overshoot_is_clamped() -> None:
     assert validate_images(x).max().item() == 1.0
 
 
-def test_device_mismatch() -> None:
+def test_device_mismatch_and_meta_tensors() -> None:
     with pytest.raises(ValueError, match="images: expected a tensor on the metric's device meta, got a tensor on cpu"):
         validate_images(_imgs(1, 2, 3, 32, 32), device=torch.device("meta"))
+    with pytest.raises(ValueError, match="^images: expected a tensor with data, got a tensor on the meta device$"):
+        validate_images(torch.zeros(1, 2, 3, 32, 32, device="meta"))
+
+
+def test_dino_features_need_even_patch_rows() -> None:
+    x = _imgs(1, 2, 3, 48, 64)
+    assert validate_images(x).shape == x.shape  # RGB distance: 48 = 3 patch rows is fine
+    for up in ("featup", "bilinear"):  # the featurizer, not the upsampler, needs it
+        with pytest.raises(ValueError, match="images: expected H a multiple of 32"):
+            _validate(x, Settings.official(upsampler=up))
 
 
 def test_gradient_passes() -> None:
@@ -93,54 +110,81 @@ def test_gradient_passes() -> None:
 
 
 def test_variants() -> None:
-    off, pap = resolve_settings("official"), resolve_settings("paper")
-    assert off["backbone"] == "mast3r_512_catmlpdpt_metric" and not off["symmetric"]
-    assert off["img_size"] == 256 and off["distance"] == "cosine" and off["upsampler"] == "featup"
-    assert off["radius"] == 0.01 and off["points_per_pixel"] == 10 and off["pairing"] == "consecutive"
-    assert pap["backbone"] == "dust3r_512_dpt" and pap["symmetric"]
-    assert off["overrides"] == [] and pap["variant"] == "paper"
-    json.dumps(off)
+    off, pap = Settings.official(), Settings.paper()
+    assert off.backbone == "mast3r_512_catmlpdpt_metric" and not off.symmetric
+    assert off.img_size == 256 and off.distance == "cosine" and off.upsampler == "featup"
+    assert off.radius == 0.01 and off.points_per_pixel == 10 and off.pairing == "consecutive"
+    assert pap.backbone == "dust3r_512_dpt" and pap.symmetric
+    assert off.overrides == () and pap.variant == "paper" and pap.overrides == ()
+    assert Settings() == off and VARIANTS["paper"]() == pap
+    json.dumps(off.to_dict())
 
 
-def test_overrides_and_aliases() -> None:
-    s = resolve_settings("paper", backbone="mast3r", img_size=None, symmetric=False, radius=0.04)
-    assert s["backbone"] == "mast3r_512_catmlpdpt_metric" and s["img_size"] is None
-    assert s["overrides"] == ["backbone", "img_size", "radius", "symmetric"]
-    assert resolve_settings(s) == s  # idempotent on resolved settings
-    assert resolve_settings("official", img_size=(64, 96))["img_size"] == [64, 96]
+def test_overrides_aliases_and_round_trip() -> None:
+    s = Settings.paper(backbone="mast3r", img_size=None, symmetric=False, radius=0.04)
+    assert s.backbone == "mast3r_512_catmlpdpt_metric" and s.img_size is None
+    assert s.overrides == ("backbone", "img_size", "symmetric", "radius")
+    assert Settings.from_dict(json.loads(s.to_json())) == s  # JSON round trip, exactly
+    assert Settings.official(img_size=[64, 96]).img_size == (64, 96)
+    assert Settings.official(img_size=(64, 96)).to_dict()["img_size"] == [64, 96]
+    assert resolve(s, radius=0.02) == s.replace(radius=0.02)
+    assert resolve(None, base=s) is s and resolve(None) == Settings.official()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.radius = 1.0  # type: ignore[misc]
+    assert hash(s) == hash(Settings.from_dict(s.to_dict()))  # usable as a cache key
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "kwargs, message",
     [
-        ({"variant": "nope"}, "variant"),
-        ({"distance": "lpips"}, "distance"),
-        ({"upsampler": "cubic"}, "upsampler"),
-        ({"pairing": "random"}, "pairing"),
-        ({"img_size": 0}, "img_size"),
-        ({"radius": -1.0}, "radius"),
-        ({"points_per_pixel": 0}, "points_per_pixel"),
-        ({"symmetric": 1}, "symmetric"),
-        ({"feature_backbone": "dinov2"}, "feature_backbone"),
-        ({"not_a_knob": 1}, "unknown MEt3R setting"),
+        ({"variant": "nope"}, "variant: expected one of ['official', 'paper'], got 'nope'"),
+        ({"distance": "lpips"}, "distance: expected one of ('cosine', 'mse', 'rmse', 'psnr', 'ssim') (lpips is not supported), got 'lpips'"),
+        ({"upsampler": "cubic"}, "upsampler: expected one of ('featup', 'nearest', 'bilinear', 'bicubic'), got 'cubic'"),
+        ({"pairing": "random"}, "pairing: expected one of ('consecutive', 'all', 'first'), got 'random'"),
+        ({"img_size": 0}, "img_size: expected None, an int or a pair (h, w) of ints in [1, 8192], got 0"),
+        ({"radius": -1.0}, "radius: expected a finite float in (0, 2], got -1.0"),
+        ({"radius": float("inf")}, "radius: expected a finite float in (0, 2], got inf"),
+        ({"cosine_eps": float("inf")}, "cosine_eps: expected a finite float in [0, 1], got inf"),
+        ({"mask_eps": float("inf")}, "mask_eps: expected a finite float in [0, 1], got inf"),
+        ({"points_per_pixel": 0}, "points_per_pixel: expected an int in [1, 150], got 0"),
+        ({"points_per_pixel": 10**9}, "points_per_pixel: expected an int in [1, 150], got 1000000000"),
+        ({"batch_size": 0}, "batch_size: expected an int in [1, 65536], got 0"),
+        ({"batch_size": -3}, "batch_size: expected an int in [1, 65536], got -3"),
+        ({"pair_gap": 0}, "pair_gap: expected an int in [1, 1000000], got 0"),
+        ({"pairing": "all", "pair_gap": 2}, "pair_gap: expected 1 with pairing='all' (a gap applies to consecutive pairs), got 2"),
+        ({"precision": "fp16"}, "precision: expected one of ('fp32', 'tf32', 'bf16'), got 'fp16'"),
+        ({"symmetric": 1}, "symmetric: expected a bool, got 1"),
+        ({"feature_backbone": "dinov2"}, "feature_backbone: expected one of ('dino16',), got 'dinov2'"),
     ],
 )
-def test_bad_settings(kwargs: dict, match: str) -> None:
+def test_bad_settings_name_field_expected_and_got(kwargs: dict, message: str) -> None:
     variant = kwargs.pop("variant", "official")
-    with pytest.raises(ValueError, match=match):
-        resolve_settings(variant, **kwargs)
+    with pytest.raises(ValueError) as err:
+        Settings.from_variant(variant, **kwargs)
+    assert str(err.value) == message
+
+
+def test_unknown_setting() -> None:
+    with pytest.raises(ValueError, match=r"unknown MEt3R setting\(s\) \['not_a_knob'\]"):
+        Settings.official(not_a_knob=1)
 
 
 def test_pairs() -> None:
     assert make_pairs(4, "consecutive") == [(0, 1), (1, 2), (2, 3)]
+    assert make_pairs(5, "consecutive", 2) == [(0, 2), (1, 3), (2, 4)]
     assert make_pairs(4, "first") == [(0, 1), (0, 2), (0, 3)]
     assert make_pairs(4, "all") == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    assert make_pairs(2, "all") == [(0, 1)]
+    assert make_pairs(2, "all") == [(0, 1)] and make_pairs(1) == [] and make_pairs(2, "consecutive", 2) == []
+    assert Settings.official(pair_gap=3).pairs(5) == [(0, 3), (1, 4)]
     with pytest.raises(ValueError, match="num_views"):
-        make_pairs(1)
+        make_pairs(-1)
 
 
-def test_variants_table_is_not_mutated() -> None:
-    before = json.dumps(VARIANTS, sort_keys=True)
-    resolve_settings("official", img_size=32)
-    assert json.dumps(VARIANTS, sort_keys=True) == before
+def test_frame_size_rule_is_one_rule() -> None:
+    """DINO features need H a multiple of 32 whatever the upsampler; the RGB distances only patch multiples."""
+    for up in ("featup", "bilinear", "nearest", "bicubic"):
+        s = Settings.official(upsampler=up)
+        assert s.height_multiple == 32 and "H a multiple of 32" in s.frame_size_error(48, 64)
+    rgb = Settings.official(distance="mse")
+    assert rgb.height_multiple == 16 and rgb.frame_size_error(48, 64) is None
+    assert rgb.frame_size_error(48, 40) is not None and rgb.frame_size_error(16, 64) is not None

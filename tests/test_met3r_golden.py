@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import golden_path
-from met3r_metrics import met3r, resolve_settings
+from met3r_metrics import Settings, met3r
 from met3r_metrics.scorer import get_scorer
 from met3r_metrics.testing import tiny_met3r_kwargs
 
@@ -77,14 +77,14 @@ def _run(case: str, tiny_dir: Path) -> dict[str, torch.Tensor]:
     if case in _RESULTS:
         return _RESULTS[case]
     kw = _case_kwargs(case, tiny_dir)
-    scorer = get_scorer(resolve_settings("official", **kw))
+    scorer = get_scorer(Settings.official(**kw))
     x = _images(case)
     b = x.shape[0]
     frames = x.flatten(0, 1)
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         feats = scorer.frame_features(frames)
-        if scorer.settings["distance"] == "cosine":
+        if scorer.settings.uses_features:
             lr = scorer.features.featurizer((frames + 1) / 2)
             out["lr_feats"] = lr.view(b, 2, *lr.shape[1:])
             out["hr_feats"] = feats.view(b, 2, *feats.shape[1:])

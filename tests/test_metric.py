@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import golden_path
-from met3r_metrics import MEt3R, MEt3RScorer, met3r, resolve_settings
+from met3r_metrics import MEt3R, MEt3RScorer, Settings, met3r
 from met3r_metrics.functional import SequenceScores
 from met3r_metrics.scorer import get_scorer
 from met3r_metrics.testing import tiny_met3r_kwargs
@@ -37,8 +37,8 @@ def seqs() -> torch.Tensor:
 
 def _counting_scorer(kw: dict, **overrides) -> tuple[MEt3RScorer, dict]:
     """A scorer sharing the cached networks, counting frames through features / encoder and decoded pairs."""
-    base = get_scorer(resolve_settings("official", **kw))
-    sc = MEt3RScorer(resolve_settings("official", **{**kw, **overrides}), base.stereo, base.features)
+    base = get_scorer(Settings.official(**kw))
+    sc = MEt3RScorer(Settings.official(**{**kw, **overrides}), base.stereo, base.features)
     counts = {"features": 0, "encode": 0, "decode": 0, "decode_calls": 0}
     feat, enc, dec = sc.frame_features, sc.encode, sc.decode
 
@@ -84,8 +84,8 @@ def test_metric_equals_functional_and_state_dict_is_tiny(kw: dict, seqs: torch.T
     assert len(pickle.dumps(metric)) < 50_000
     clone = copy.deepcopy(metric)
     torch.testing.assert_close(clone.compute(), metric.compute())
-    json.dumps(metric.settings)
-    assert metric.settings["img_size"] == 64 and metric.settings["variant"] == "official"
+    json.dumps(metric.settings.to_dict())
+    assert metric.settings.img_size == 64 and metric.settings.variant == "official"
     metric.reset()
     assert metric.num_pairs.item() == 0 and metric.pair_scores == []
 
@@ -110,7 +110,7 @@ def test_symmetric_one_batch_features_once(kw: dict, seqs: torch.Tensor) -> None
     torch.testing.assert_close(det.forward_scores, fwd, atol=1e-6, rtol=0)
     torch.testing.assert_close(det.reverse_scores, rev, atol=1e-6, rtol=0)
     # the paper variant is the symmetric one
-    assert resolve_settings("paper")["symmetric"]
+    assert Settings.paper().symmetric
 
 
 @pytest.mark.parametrize("pairing, pairs", [
@@ -124,7 +124,7 @@ def test_pairings(kw: dict, seqs: torch.Tensor, pairing: str, pairs: list) -> No
     assert det.score_maps.shape == (2, p, 64, 64) and det.overlap_masks.dtype == torch.bool
     torch.testing.assert_close(det.sequence_scores, det.pair_scores.mean(1))
     torch.testing.assert_close(det.overlap, det.overlap_masks.float().mean((-2, -1)))
-    assert det.settings["pairing"] == pairing
+    assert det.settings.pairing == pairing
 
 
 def test_input_conventions_agree(kw: dict, seqs: torch.Tensor) -> None:
@@ -146,16 +146,19 @@ def test_input_errors(kw: dict, seqs: torch.Tensor) -> None:
         metric.update(seqs * 3)
     with pytest.raises(ValueError, match="images.*metric's device"):
         metric.update(seqs.to("meta"))
-    with pytest.raises(ValueError, match="images.*H / 16 even"):
+    with pytest.raises(ValueError, match="images: expected H a multiple of 32"):
         met3r(torch.zeros(1, 2, 3, 48, 64), **kw)
-    with pytest.raises(ValueError, match="Unexpected keyword|unknown MEt3R setting"):
+    with pytest.raises(ValueError, match=r"MEt3R: unknown argument\(s\) \['bogus'\]; expected Settings fields"):
         MEt3R(**kw, bogus=1)
+    meta = MEt3R(**kw).to("meta")  # the first line names the argument, no "Tensor.item() ... meta tensors"
+    with pytest.raises(ValueError, match="^images: expected a tensor with data, got a tensor on the meta device$"):
+        meta.update(seqs.to("meta"))
 
 
 def _no_overlap_scorer(kw: dict, bad_calls: set[int], **overrides) -> MEt3RScorer:
     """batch_size=1; the decode calls in ``bad_calls`` return geometry behind the camera (nothing renders)."""
-    base = get_scorer(resolve_settings("official", **kw))
-    sc = MEt3RScorer(resolve_settings("official", **{**kw, "batch_size": 1, **overrides}), base.stereo, base.features)
+    base = get_scorer(Settings.official(**kw))
+    sc = MEt3RScorer(Settings.official(**{**kw, "batch_size": 1, **overrides}), base.stereo, base.features)
     dec, calls = sc.decode, [0]
 
     def decode(*args):
@@ -234,7 +237,7 @@ def test_import_has_no_side_effects() -> None:
         "import sys, torch\n"
         "s = torch.random.get_rng_state(); tf32 = torch.backends.cuda.matmul.allow_tf32\n"
         "import met3r_metrics\n"
-        "from met3r_metrics import MEt3R, met3r, MEt3RScorer, resolve_settings\n"
+        "from met3r_metrics import MEt3R, met3r, MEt3RScorer, Settings\n"
         "import met3r_metrics.functional, met3r_metrics.testing\n"
         "assert torch.equal(s, torch.random.get_rng_state())\n"
         "assert tf32 == torch.backends.cuda.matmul.allow_tf32\n"
@@ -262,8 +265,8 @@ def test_radius_and_points_per_pixel_knobs_reach_the_renderer(kw: dict, seqs: to
     ref = met3r(x, return_details=True, **kw)
     one = met3r(x, return_details=True, **{**kw, "points_per_pixel": 1})
     small = met3r(x, return_details=True, **{**kw, "radius": 0.02})
-    assert one.settings["points_per_pixel"] == 1 and "points_per_pixel" in one.settings["overrides"]
-    assert small.settings["radius"] == 0.02 and ref.settings["radius"] == 0.04
+    assert one.settings.points_per_pixel == 1 and "points_per_pixel" in one.settings.overrides
+    assert small.settings.radius == 0.02 and ref.settings.radius == 0.04
     # K = 1 keeps only the nearest point per pixel: same coverage, different composite
     torch.testing.assert_close(one.overlap, ref.overlap)
     assert (one.pair_scores - ref.pair_scores).abs().max().item() > 1e-5  # float noise <= 3.2e-6 (golden README)
@@ -274,13 +277,13 @@ def test_radius_and_points_per_pixel_knobs_reach_the_renderer(kw: dict, seqs: to
 def test_networks_built_lazily_once_per_process(kw: dict, seqs: torch.Tensor) -> None:
     from met3r_metrics import scorer as scorer_mod
 
-    shared = get_scorer(resolve_settings("official", **kw))  # the tiny networks, built (or cached) here
+    shared = get_scorer(Settings.official(**kw))  # the tiny networks, built (or cached) here
     settings = {**kw, "radius": 0.05}  # a settings key no other test has cached
     n_scorers, n_nets = len(scorer_mod._SCORERS), len(scorer_mod._NETWORKS)
     official = MEt3R()  # default registry weights: constructing must not load (or download) anything
     a, b = MEt3R(**settings), MEt3R(**settings)
     assert (len(scorer_mod._SCORERS), len(scorer_mod._NETWORKS)) == (n_scorers, n_nets)
-    assert all(m.__dict__["_scorer_ref"] is None for m in (official, a, b))
+    assert all(m.__dict__["_scorer_ref"] is None for m in (official, a, b))  # nothing built yet
     a.update(seqs[:1])
     assert len(scorer_mod._SCORERS) == n_scorers + 1  # one new scorer, networks reused from the cache
     assert len(scorer_mod._NETWORKS) == n_nets
@@ -289,7 +292,7 @@ def test_networks_built_lazily_once_per_process(kw: dict, seqs: torch.Tensor) ->
 
 
 def test_scorer_returns_renders_consistent_with_maps(kw: dict, seqs: torch.Tensor) -> None:
-    sc = get_scorer(resolve_settings("official", **kw))
+    sc = get_scorer(Settings.official(**kw))
     x = seqs[:1]  # pairs (0, 1), (1, 2)
     out = sc.score_sequences(x, return_maps=True, return_renders=True)
     r = out["renders"]

@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from met3r_metrics.settings import Settings
 
 __all__ = ["main", "checkpoints_for", "is_cached"]
 
@@ -31,14 +34,14 @@ def _variants() -> dict[str, Any]:
     return VARIANTS
 
 
-def _feature_checkpoints(settings: dict[str, Any]) -> list[str]:
-    """Registry names of the feature path a settings dict uses (none for the RGB distances).
+def _feature_checkpoints(settings: Settings) -> list[str]:
+    """Registry names of the feature path ``settings`` use (none for the RGB distances).
 
     The feature network is always FeatUp's dino16 (MEt3R uses ChannelNorm, ``use_norm=True``)
     whatever the upsampler; DINO's own weights are fetched too, because they are the fallback
     when a FeatUp checkpoint lacks the ViT tensors.
     """
-    if settings.get("distance") != "cosine" or settings.get("feature_weights") is not None:
+    if not settings.uses_features or settings.feature_weights is not None:
         return []
     from met3r_metrics.models.featup import REGISTRY_DINO, REGISTRY_FEATUP
 
@@ -51,13 +54,13 @@ def checkpoints_for(target: str) -> list[str]:
     names = list(weights.CHECKPOINTS)
     if target in names:
         return [target]
-    from met3r_metrics.settings import BACKBONE_ALIASES, resolve_settings
+    from met3r_metrics.settings import BACKBONE_ALIASES, Settings
 
     if target in BACKBONE_ALIASES:
         return [BACKBONE_ALIASES[target]]
     if target in _variants():
-        settings = resolve_settings(target)
-        needed = [settings["backbone"]] if settings.get("backbone_weights") is None else []
+        settings = Settings.from_variant(target)
+        needed = [settings.backbone] if settings.backbone_weights is None else []
         needed += [n for n in _feature_checkpoints(settings) if n not in needed]
         return needed
     raise SystemExit(

@@ -17,12 +17,14 @@ Re-running with the same ``output.dir`` resumes: finished sequences are skipped.
 Examples::
 
     met3r-eval data.path=/data/generated_videos
-    met3r-eval data.path=samples.pt metric=paper runtime.precision=bf16 runtime.batch_size=16
+    met3r-eval data.path=samples.pt metric=paper metric.precision=bf16 metric.batch_size=16
     torchrun --nproc_per_node=8 -m met3r_metrics.cli.evaluate data.path=/data/seqs output.dir=out
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import math
@@ -35,16 +37,21 @@ from typing import Any
 import torch
 
 from met3r_metrics import io as mio
+from met3r_metrics.cli import config as mconf
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
-from met3r_metrics.cli.scoring import PRECISIONS, PairBatchScorer, finite_mean
+from met3r_metrics.cli.scoring import score_sequence, finite_mean
+from met3r_metrics.inputs import to_unit_range
+from met3r_metrics.settings import PATCH, MIN_SIDE, Settings
 
 log = logging.getLogger("met3r_eval")
 
-# Keys of the metric config group that steer the CLI rather than resolve_settings().
-_CLI_METRIC_KEYS = ("variant", "pairing", "pair_gap")
 # Internal: seconds to sleep after each sequence (lets the kill/resume test stop a run mid-way).
 _SLEEP_ENV = "_MET3R_EVAL_SLEEP_AFTER_SEQUENCE"
+#: How the headline number aggregates (recorded in summary.json).
+AGGREGATION = "mean over sequences of per-sequence mean over pairs"
+#: Settings fields that do not change the numbers (to float rounding): not part of the resume check.
+_MEMORY_KNOBS = ("batch_size",)
 
 
 def _package_version() -> str:
@@ -59,21 +66,28 @@ def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
 
 
-def metric_overrides(metric_cfg: dict[str, Any]) -> dict[str, Any]:
-    """resolve_settings() overrides from the metric group: every non-null knob except CLI keys."""
-    out = {k: v for k, v in metric_cfg.items() if k not in _CLI_METRIC_KEYS and v is not None}
-    if isinstance(out.get("img_size"), str) and out["img_size"].lower() in ("input", "none"):
-        out["img_size"] = None  # null already means "the variant's value"
-    return out
-
-
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
     """The data settings that change the numbers (recorded and checked on resume)."""
     keys = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter")
     out = {k: data.get(k) for k in keys}
     out["path"] = str(Path(str(data["path"])).expanduser().resolve())
-    out["decoders"] = mio.decoder_versions()
     return out
+
+
+def _fingerprint(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
+    """What the numbers depend on: the metric's settings (minus memory knobs), the data settings, decoders."""
+    metric = {k: v for k, v in settings.to_dict().items() if k not in _MEMORY_KNOBS}
+    metric["overrides"] = [k for k in metric["overrides"] if k not in _MEMORY_KNOBS]
+    return {"settings": metric, "aggregation": AGGREGATION, "data": {**_data_settings(data), "decoders": mio.decoder_versions()}}
+
+
+def default_output_dir(settings: Settings, data: dict[str, Any]) -> Path:
+    """``met3r_results/<data name>_<variant>_<digest>``: the digest covers everything the numbers
+    depend on, so the same command resumes and different settings (a hydra multirun) never collide."""
+    path = Path(str(data["path"])).expanduser().resolve()
+    key = json.dumps({"settings": settings.digest(exclude=_MEMORY_KNOBS), "data": _data_settings(data)}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return Path("met3r_results") / f"{path.name or 'data'}_{settings.variant}_{digest}"
 
 
 def _check_settings(out_dir: Path, fingerprint: dict[str, Any], is_main: bool) -> None:
@@ -85,8 +99,10 @@ def _check_settings(out_dir: Path, fingerprint: dict[str, Any], is_main: bool) -
         new = json.loads(text)
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            inner = [f"{k}.{f}" for k in diff if isinstance(old.get(k), dict) and isinstance(new.get(k), dict)
+                     for f in sorted(set(old[k]) | set(new[k])) if old[k].get(f) != new[k].get(f)]
             raise SystemExit(
-                f"met3r-eval: {out_dir} holds results computed with different settings ({', '.join(diff)} "
+                f"met3r-eval: {out_dir} holds results computed with different settings ({', '.join(inner or diff)} "
                 f"differ; see {path}). Use another output.dir, or output.overwrite=true to start over."
             )
     elif is_main:
@@ -113,41 +129,36 @@ def _clear_results(out_dir: Path) -> None:
         path.unlink()
 
 
-def _size_rules(settings: dict[str, Any]) -> dict[str, int]:
-    """Frame sizes the metric takes: patch multiples, and an even number of patch rows for FeatUp."""
-    from met3r_metrics.inputs import MIN_SIDE, PATCH
-
-    featup = settings.get("distance") == "cosine" and settings.get("upsampler") == "featup"
-    return {"multiple": PATCH, "height_multiple": 2 * PATCH if featup else PATCH, "min_side": MIN_SIDE}
-
-
-def _prepare_views(source: mio.SequenceSource, data: dict[str, Any], rules: dict[str, int]) -> torch.Tensor:
-    """Load a sequence and bring it to float [0, 1] at a valid, explicitly chosen size."""
+def _prepare_views(source: mio.SequenceSource, data: dict[str, Any], settings: Settings) -> torch.Tensor:
+    """Load a sequence and bring it to float [0, 1] at a size the settings take (explicit resize only)."""
     views = source.load()
     views = mio.select_frames(views, stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"])
     views = mio.to_unit_range(views, str(data["value_range"]))
-    return mio.check_or_resize(views, resize=data["resize"], filter=str(data["resize_filter"]), **rules)
+    return mio.check_or_resize(
+        views, resize=data["resize"], filter=str(data["resize_filter"]),
+        multiple=PATCH, height_multiple=settings.height_multiple, min_side=MIN_SIDE,
+    )
 
 
 def _evaluate_sequence(
     source: mio.SequenceSource,
     data: dict[str, Any],
-    metric: dict[str, Any],
-    scorer: PairBatchScorer,
-    rules: dict[str, int],
+    settings: Settings,
+    scorer: Any,
     pair_bar: Any,
 ) -> dict[str, Any]:
     """One sequence -> its record (status ok), or raise (the caller records the error)."""
     t0 = time.perf_counter()
-    views = _prepare_views(source, data, rules)
-    gap = int(metric["pair_gap"])
-    pairs = list(mio.iter_pairs(views.shape[0], str(metric["pairing"]), gap))
+    views = _prepare_views(source, data, settings)
+    pairs = settings.pairs(views.shape[0])
     if not pairs:
-        raise ValueError(f"too short: {views.shape[0]} frame(s) after frame selection, need at least {gap + 1}")
+        raise ValueError(
+            f"too short: {views.shape[0]} frame(s) after frame selection, need at least {settings.pair_gap + 1}"
+        )
     if pair_bar is not None:
         pair_bar.reset(total=len(pairs))
         pair_bar.set_description(source.name[:30])
-    out = scorer.score_pairs(views, pairs, progress=pair_bar)
+    out = score_sequence(views, pairs, settings, scorer, normalize=True, progress=pair_bar)
     nan_to_none = lambda v: v if math.isfinite(v) else None  # noqa: E731 - JSON has no NaN
     return {
         "sequence": source.name,
@@ -162,6 +173,7 @@ def _evaluate_sequence(
         "pairs": [list(p) for p in pairs],
         "pair_scores": [nan_to_none(s) for s in out.scores],
         "overlap": [nan_to_none(o) for o in out.overlap],
+        "batch_size": settings.batch_size,
         "seconds": round(time.perf_counter() - t0, 3),
     }
 
@@ -184,7 +196,7 @@ def _curve_labels(pairing: str, gap: int) -> dict[str, str]:
     return {"title": "MEt3R per consecutive pair" + ("" if gap == 1 else f" (gap {gap})"), "xlabel": f"pair index i (frame i -> {step})"}
 
 
-def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, pairing: str = "consecutive", gap: int = 1) -> None:
+def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, settings: Settings) -> None:
     try:
         from met3r_metrics.plotting import plot_score_histogram, plot_sequence_curves
     except ImportError:  # pragma: no cover
@@ -194,23 +206,25 @@ def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, p
         return
     try:
         curves = {r["sequence"]: [float("nan") if s is None else s for s in r["pair_scores"]] for r in ok[:max_curves]}
-        plot_sequence_curves(curves, **_curve_labels(pairing, gap)).savefig(out_dir / "sequence_curves.png", dpi=120)
+        labels = _curve_labels(settings.pairing, settings.pair_gap)
+        plot_sequence_curves(curves, **labels, distance=settings.distance).savefig(out_dir / "sequence_curves.png", dpi=120)
         pair_scores = [float("nan") if s is None else s for r in ok for s in r["pair_scores"]]
-        plot_score_histogram(pair_scores, title="MEt3R per pair").savefig(out_dir / "histogram.png", dpi=120)
+        plot_score_histogram(pair_scores, title="MEt3R per pair", distance=settings.distance).savefig(out_dir / "histogram.png", dpi=120)
     except ImportError as err:
         log.warning("plots skipped: %s", err)
 
 
 def _write_worst_pairs(
     out_dir: Path, merged: list[dict[str, Any]], sources: dict[str, mio.SequenceSource],
-    data: dict[str, Any], scorer: PairBatchScorer, k: int, rules: dict[str, int],
+    data: dict[str, Any], settings: Settings, scorer: Any, k: int,
 ) -> None:
     """Recompute the k worst pairs with score maps and draw them (rank 0, after the merge)."""
     from met3r_metrics.plotting import plot_pair_maps
 
+    sign = -1.0 if settings.distance_info.higher_is_better else 1.0  # "worst" = least consistent
     ranked = [
-        (s, r["sequence"], tuple(p))
-        for r in merged if r.get("status") == "ok"
+        (sign * s, r["sequence"], tuple(p))
+        for r in merged if r.get("status") == "ok" and r["sequence"] in sources
         for p, s in zip(r["pairs"], r["pair_scores"]) if s is not None
     ]
     ranked.sort(key=lambda t: -t[0])
@@ -218,55 +232,51 @@ def _write_worst_pairs(
     if not ranked:
         return
     v1, v2, maps, masks, scores, titles = [], [], [], [], [], []
-    for score, name, (i, j) in ranked:
-        views = _prepare_views(sources[name], data, rules)
-        out = scorer.score_pairs(views, [(i, j)], return_maps=True)
+    for _, name, (i, j) in ranked:
+        views = _prepare_views(sources[name], data, settings)
+        out = score_sequence(views, [(i, j)], settings, scorer, normalize=True, return_maps=True)
         v1.append(views[i]), v2.append(views[j])
         maps.append(out.score_maps[0]), masks.append(out.masks[0])
         scores.append(out.scores[0]), titles.append(f"{name[:20]} {i}->{j}")
-    fig = plot_pair_maps(torch.stack(v1), torch.stack(v2), torch.stack(maps), torch.stack(masks), torch.tensor(scores), titles=titles)
+    fig = plot_pair_maps(torch.stack(v1), torch.stack(v2), torch.stack(maps), torch.stack(masks), torch.tensor(scores),
+                         titles=titles, distance=settings.distance)
     fig.savefig(out_dir / "worst_pairs.png", dpi=100)
 
 
 def run(cfg: Any) -> dict[str, Any] | None:
-    """Evaluate with a composed config (``DictConfig`` or plain dict); returns the summary on rank 0."""
-    conf = _plain(cfg) if not isinstance(cfg, dict) else cfg
-    data, metric, runtime, output = conf["data"], conf["metric"], conf["runtime"], conf["output"]
-    if data.get("path") in (None, "", "???"):
-        raise SystemExit("met3r-eval: set data.path=... (a folder of sequences, a video, or a .pt/.npz file)")
-    if runtime["precision"] not in PRECISIONS:
-        raise SystemExit(f"met3r-eval: runtime.precision must be one of {PRECISIONS}")
-    threads = torch.get_num_threads()
-    if runtime.get("num_threads"):
-        torch.set_num_threads(int(runtime["num_threads"]))
+    """Evaluate with a composed config (``DictConfig`` or plain dict); returns the summary on rank 0.
+
+    Raises:
+        SystemExit: an invalid setting (the message names it; nothing was read or written), missing
+            weights, or an output dir holding results of other settings.
+    """
+    conf = copy.deepcopy(_plain(cfg) if not isinstance(cfg, dict) else cfg)
     try:
-        return _run(conf, data, metric, runtime, output)
+        settings = mconf.validate(conf)  # every setting, before any data is read
+    except mconf.ConfigError as err:
+        raise SystemExit(f"met3r-eval: {err}") from None
+    threads = torch.get_num_threads()
+    if conf["runtime"].get("num_threads"):
+        torch.set_num_threads(int(conf["runtime"]["num_threads"]))
+    try:
+        return _run(conf, settings)
     finally:
         torch.set_num_threads(threads)  # no lasting side effect when called in-process
 
 
-def _run(conf: dict[str, Any], data: dict[str, Any], metric: dict[str, Any], runtime: dict[str, Any],
-         output: dict[str, Any]) -> dict[str, Any] | None:
+def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
     t_start = time.time()
-
+    data, runtime, output = conf["data"], conf["runtime"], conf["output"]
     info = mdist.setup(runtime["device"], runtime["backend"], float(runtime["dist_timeout_min"]))
+    if output.get("dir") is None:
+        output["dir"] = str(default_output_dir(settings, data))
     out_dir = Path(str(output["dir"])).expanduser()
     try:
-        sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"))
-        scorer = PairBatchScorer(
-            str(metric["variant"]), metric_overrides(metric), info.device, runtime["precision"], int(runtime["batch_size"])
-        )
-        rules = _size_rules(scorer.settings)
-        # batch_size is a memory knob of the metric (numbers do not depend on it): not part of
-        # what a resumed run must match.
-        fingerprint = {
-            "variant": scorer.variant,
-            "metric": {k: ([o for o in v if o != "batch_size"] if k == "overrides" else v)
-                       for k, v in scorer.settings.items() if k != "batch_size"},
-            "protocol": {"pairing": metric["pairing"], "pair_gap": metric["pair_gap"], "aggregation": "mean over sequences of per-sequence mean over pairs"},
-            "data": _data_settings(data),
-            "precision": runtime["precision"],
-        }
+        try:
+            sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"))
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f"met3r-eval: data.path: {err}") from None
+        fingerprint = _fingerprint(settings, data)
 
         # Phase 1 (before the barrier): rank 0 owns the shared files, each rank its own file.
         own_file = out_dir / ("sequences.jsonl" if info.world_size == 1 else mdist.rank_file_name(info.rank))
@@ -298,20 +308,12 @@ def _run(conf: dict[str, Any], data: dict[str, Any], metric: dict[str, Any], run
         seq_bar = _tqdm(not show, total=len(mine), desc="sequences", unit="seq", position=0)
         pair_bar = _tqdm(not show, total=0, desc="pairs", unit="pair", position=1, leave=False)
         sleep_s = float(os.environ.get(_SLEEP_ENV, "0") or 0)
-        if mine:
-            # Build the networks now: missing weights are fatal (one clear message naming
-            # met3r-download), not an error recorded against every sequence.
-            from met3r_metrics.weights import WeightsNotFoundError
-
-            try:
-                scorer.scorer  # noqa: B018
-            except WeightsNotFoundError as err:
-                raise SystemExit(f"met3r-eval: {err}") from None
+        scorer = _build_scorer(settings, info.device) if mine else None
         for source in mine:
             try:
-                record = _evaluate_sequence(source, data, metric, scorer, rules, pair_bar)
+                record = _evaluate_sequence(source, data, settings, scorer, pair_bar)
             except Exception as err:  # noqa: BLE001 - one bad input must not end the run
-                hint = " (lower runtime.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
+                hint = " (lower metric.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
                 record = {"sequence": source.name, "status": "error", "kind": source.kind, "path": source.path,
                           "error": f"{type(err).__name__}: {err}{hint}"}
                 log.warning("skipping %s: %s", source.name, record["error"])
@@ -327,14 +329,28 @@ def _run(conf: dict[str, Any], data: dict[str, Any], metric: dict[str, Any], run
         mdist.barrier(info)  # all shards finished
         if not info.is_main:
             return None
-        return _finalize(out_dir, sources, conf, fingerprint, scorer, info, rules, t_start)
+        return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start)
     finally:
         mdist.teardown(info)
 
 
+def _build_scorer(settings: Settings, device: torch.device) -> Any:
+    """The frozen networks, built now: missing weights are fatal (one clear message naming
+    met3r-download and the settings that point at local files), not an error per sequence."""
+    from met3r_metrics.scorer import get_scorer
+    from met3r_metrics.weights import WeightsNotFoundError
+
+    try:
+        return get_scorer(settings, device)
+    except WeightsNotFoundError as err:
+        raise SystemExit(
+            f"met3r-eval: {err} (or point metric.backbone_weights= / metric.feature_weights= at local files)"
+        ) from None
+
+
 def _finalize(
-    out_dir: Path, sources: list[mio.SequenceSource], conf: dict[str, Any], fingerprint: dict[str, Any],
-    scorer: PairBatchScorer, info: mdist.DistInfo, rules: dict[str, int], t_start: float,
+    out_dir: Path, sources: list[mio.SequenceSource], conf: dict[str, Any], settings: Settings,
+    fingerprint: dict[str, Any], info: mdist.DistInfo, t_start: float,
 ) -> dict[str, Any]:
     """Rank 0: merge every rank's records into sequences.jsonl, then derive the other outputs."""
     output = conf["output"]
@@ -346,11 +362,11 @@ def _finalize(
     res.atomic_write_text(out_dir / "pairs.csv", res.pairs_csv_text(merged))
     summary = res.summarize(merged)
     summary.update({
-        "variant": fingerprint["variant"],
-        "protocol": fingerprint["protocol"],
-        "settings": fingerprint["metric"],
+        "variant": settings.variant,
+        "aggregation": AGGREGATION,
+        "settings": settings.to_dict(),
+        "batch_sizes_used": sorted({int(r["batch_size"]) for r in merged if "batch_size" in r}),
         "data": fingerprint["data"],
-        "runtime": {"precision": conf["runtime"]["precision"], "batch_size": conf["runtime"]["batch_size"]},
         "package_version": _package_version(),
         "torch_version": torch.__version__,
     })
@@ -361,11 +377,11 @@ def _finalize(
         "argv": sys.argv,
     }, indent=2) + "\n")
     if output["plots"]:
-        protocol = fingerprint["protocol"]
-        _write_plots(out_dir, merged, int(output["max_curves"]), str(protocol["pairing"]), int(protocol["pair_gap"]))
+        _write_plots(out_dir, merged, int(output["max_curves"]), settings)
     if int(output["worst_pairs"]) > 0:
         try:
-            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], scorer, int(output["worst_pairs"]), rules)
+            scorer = _build_scorer(settings, info.device)
+            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], settings, scorer, int(output["worst_pairs"]))
         except ImportError as err:
             log.warning("worst-pair maps skipped: %s", err)
     _report(summary, out_dir)
@@ -384,16 +400,6 @@ def _report(summary: dict[str, Any], out_dir: Path) -> None:
     )
 
 
-def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
-    if not OmegaConf.has_resolver("met3r_stem"):
-        # Default output dir named after the data, so that re-running the same command resumes.
-        OmegaConf.register_new_resolver(
-            "met3r_stem", lambda p: (Path(str(p)).expanduser().resolve().name or "data") if p not in (None, "", "???") else "data"
-        )
-
-
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
@@ -401,27 +407,40 @@ def compose_config(overrides: list[str] | None = None) -> Any:
     """The config ``met3r-eval <overrides>`` would run with, for in-process use (tests, notebooks)."""
     from hydra import compose, initialize_config_dir
 
-    _register_resolvers()
+    mconf.register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides or []))
 
 
 def main() -> None:
-    """Console entry point (``met3r-eval``): hydra parses ``key=value`` overrides."""
+    """Console entry point (``met3r-eval``): hydra parses ``key=value`` overrides.
+
+    Exit status: 0 when at least one sequence got a score; 1 when the run finished without any score
+    (every sequence failed or had no overlap); 2 for an invalid setting or missing weights/data.
+    """
     try:
         import hydra
     except ImportError as err:  # pragma: no cover
         raise SystemExit("met3r-eval needs hydra: pip install 'met3r-metrics[cli]'") from err
-    _register_resolvers()
+    mconf.register_configs()
 
     # Absolute path: works the same for the console script, python -m and torchrun (a relative
     # path would be resolved as the module "met3r_metrics.cli.conf", which is not a package).
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def _app(cfg: Any) -> None:
         logging.basicConfig(level=logging.INFO, format="[met3r-eval] %(message)s")
-        summary = run(cfg)
-        if summary is not None and summary["num_sequences"] == 0 and summary["num_errors"] > 0:
-            raise SystemExit(f"met3r-eval: every sequence failed; first error: {summary['errors'][0]['error']}")
+        try:
+            summary = run(cfg)
+        except SystemExit as err:
+            if isinstance(err.code, str):
+                print(err.code, file=sys.stderr, flush=True)
+                raise SystemExit(2) from None
+            raise
+        if summary is not None and summary["num_sequences_scored"] == 0:
+            first = f"; first error: {summary['errors'][0]['error']}" if summary["errors"] else ""
+            print(f"met3r-eval: no sequence got a score ({summary['num_errors']} failed, "
+                  f"{summary['num_sequences_without_score']} without overlap){first}", file=sys.stderr, flush=True)
+            raise SystemExit(1)
 
     _app()
 
