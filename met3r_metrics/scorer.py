@@ -123,6 +123,60 @@ def _cached_network(key: tuple[str, ...], build: Any) -> nn.Module:
         return net
 
 
+def _signature(family: str, head: str, img: Sequence[int], enc: tuple[int, int], dec: tuple[int, int]) -> tuple:
+    return (family, head, tuple(int(v) for v in img), enc, dec)
+
+
+def _model_signature(stereo: nn.Module) -> tuple:
+    family = "mast3r" if type(stereo).__name__ == "AsymmetricMASt3R" else "dust3r"
+    enc = (len(stereo.enc_blocks), int(stereo.enc_norm.weight.shape[0]))
+    dec = (len(stereo.dec_blocks), int(stereo.dec_norm.weight.shape[0]))
+    return _signature(family, stereo.head_type, stereo.img_size, enc, dec)
+
+
+def stereo_identity(stereo: nn.Module) -> tuple[str | None, str]:
+    """(registry name or None, family ``mast3r`` / ``dust3r``) of a loaded DUSt3R/MASt3R network."""
+    from .weights import CHECKPOINTS
+
+    sig = _model_signature(stereo)
+    for name, info in CHECKPOINTS.items():
+        cfg = info.config
+        if info.kind != "stereo" or cfg is None:
+            continue
+        family = "mast3r" if str(cfg["head_type"]).startswith("catmlp") else "dust3r"
+        ref = _signature(family, cfg["head_type"], cfg["img_size"], (cfg["enc_depth"], cfg["enc_embed_dim"]),
+                         (cfg["dec_depth"], cfg["dec_embed_dim"]))
+        if ref == sig:
+            return name, family
+    return None, sig[0]
+
+
+def check_backbone_identity(settings: Settings, stereo: nn.Module) -> None:
+    """Refuse settings whose ``backbone`` is not the network ``backbone_weights`` hold.
+
+    A registry architecture must be named exactly (``backbone="dust3r_224_linear"`` for those weights);
+    a custom architecture (e.g. the tiny test networks) must at least be of the named family.
+
+    Raises:
+        ValueError: naming ``backbone``, what the weights hold and what was requested.
+    """
+    from .weights import CHECKPOINTS
+
+    name, family = stereo_identity(stereo)
+    requested = CHECKPOINTS.get(settings.backbone)
+    requested_family = None
+    if requested is not None and requested.config is not None:
+        requested_family = "mast3r" if str(requested.config["head_type"]).startswith("catmlp") else "dust3r"
+    ok = settings.backbone == name if name is not None else requested_family in (None, family)
+    if not ok:
+        held = name or f"a custom {family} network"
+        raise ValueError(
+            f"backbone: expected the network backbone_weights={settings.backbone_weights!r} holds ({held}), "
+            f"got {settings.backbone!r} (variant={settings.variant!r}); pass backbone={name or family!r} so that "
+            "the recorded settings name what runs"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # the scorer
 # --------------------------------------------------------------------------------------------------
@@ -163,6 +217,8 @@ class MEt3RScorer(nn.Module):
             ("stereo", s.backbone, s.backbone_weights, str(dev)),
             lambda: _load_stereo(s.backbone, s.backbone_weights, dev),
         )
+        if s.backbone_weights is not None:
+            check_backbone_identity(s, stereo)
         features = None
         if s.uses_features:
             features = _cached_network(

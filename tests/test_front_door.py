@@ -61,6 +61,34 @@ def test_cli_summary_records_the_pairing_that_ran(cli_tiny, three_frames, tmp_pa
     assert Settings.from_dict(summary["settings"]).pairing == "all"  # the summary is the Settings, exactly
 
 
+# 2 ------------------------------------------------------------------------------------------------
+def test_backbone_must_name_the_network_its_weights_hold(kw, cli_tiny, three_frames, tmp_path):
+    from met3r_metrics.models.dust3r import build_stereo_model
+    from met3r_metrics.scorer import check_backbone_identity, stereo_identity
+    from met3r_metrics.weights import CHECKPOINTS
+
+    x = _seqs()[:, :2]
+    # the paper variant's DUSt3R with MASt3R weights (and the reverse) is refused, never mislabelled
+    with pytest.raises(ValueError, match=r"^backbone: expected the network backbone_weights=.* holds \(a custom mast3r "
+                                         r"network\), got 'dust3r_512_dpt' \(variant='paper'\)"):
+        MEt3R("paper", backbone_weights=kw["backbone_weights"], feature_weights=kw["feature_weights"],
+              img_size=64, radius=0.04).update(x)
+    dust = tiny_met3r_kwargs(golden_path(), Path(kw["feature_weights"]).parent, backbone="dust3r")
+    with pytest.raises(ValueError, match=r"holds \(a custom dust3r network\), got 'mast3r_512_catmlpdpt_metric'"):
+        met3r(x, backbone_weights=dust["backbone_weights"], feature_weights=kw["feature_weights"], img_size=64)
+    # a registry architecture must be named exactly (built on the meta device: no weights needed)
+    with torch.device("meta"):
+        linear224 = build_stereo_model(CHECKPOINTS["dust3r_224_linear"].config)
+    assert stereo_identity(linear224) == ("dust3r_224_linear", "dust3r")
+    with pytest.raises(ValueError, match=r"holds \(dust3r_224_linear\), got 'dust3r_512_dpt'.*backbone='dust3r_224_linear'"):
+        check_backbone_identity(Settings.paper(backbone_weights="ckpt.pth"), linear224)
+    check_backbone_identity(Settings.paper(backbone="dust3r_224_linear", backbone_weights="ckpt.pth"), linear224)
+    # the CLI says the same in one line, naming metric.backbone
+    args = [a for a in cli_tiny if not a.startswith("metric.backbone=")]
+    with pytest.raises(SystemExit, match=r"^met3r-eval: metric\.backbone: expected the network"):
+        run(compose_config([f"data.path={three_frames}", f"output.dir={tmp_path / 'o'}", "metric=paper", *args]))
+
+
 # 3 ------------------------------------------------------------------------------------------------
 def test_cli_frame_size_rule_is_the_library_rule(cli_tiny, tmp_path):
     """48 px = 3 patch rows: refused for DINO features with any upsampler, before scoring."""

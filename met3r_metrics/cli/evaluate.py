@@ -346,6 +346,8 @@ def _build_scorer(settings: Settings, device: torch.device) -> Any:
         raise SystemExit(
             f"met3r-eval: {err} (or point metric.backbone_weights= / metric.feature_weights= at local files)"
         ) from None
+    except ValueError as err:  # settings the loaded networks contradict (e.g. backbone vs backbone_weights)
+        raise SystemExit(f"met3r-eval: metric.{err}") from None
 
 
 def _finalize(
