@@ -4,7 +4,7 @@ What makes the official code (mohammadasim98/met3r @ 3259e41) slow, reproduced h
 
 * every pair recomputes both images' features and encoder tokens (no per-frame reuse);
 * the rasterizer tests every point against every pixel (PyTorch3D ``bin_size=0``), here
-  :func:`met3r_metrics.render.naive_rasterize_points` with large chunks so that it runs as a few big
+  :func:`met3r_metrics.render_reference.naive_rasterize_points` with large chunks so that it runs as a few big
   tensor ops on the GPU rather than as many small launches;
 * TF32 is switched on globally, as the official module does at import.
 
@@ -19,7 +19,8 @@ from torch import Tensor
 
 from met3r_metrics.distances import pair_scores
 from met3r_metrics.geometry import canonical_pointmap, estimate_focal, focal_to_ndc
-from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points
+from met3r_metrics.render import alpha_composite, project_points
+from met3r_metrics.render_reference import naive_rasterize_points
 from met3r_metrics.scorer import MEt3RScorer, render_size
 
 _NAIVE_CHUNK = 1 << 28  # (pixel, point) pairs per chunk: ~1 GiB per float32 temporary

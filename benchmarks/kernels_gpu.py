@@ -171,15 +171,17 @@ def main() -> None:
     compare("composite", lambda: alpha_composite(idx, dists, feats, 0.01), lambda: alpha_composite(idx, dists, feats, 0.01), cases)
     if args.sweep:
         from met3r_metrics.kernels.composite_triton import alpha_composite_triton
+        from met3r_metrics.render import composite_weights
 
+        weights = composite_weights(idx.reshape(-1, idx.shape[-1]), dists, 0.01)  # the kernel's input
         with kernels.enabled(False):
             ref = alpha_composite(idx, dists, feats, 0.01)
         for bm, bc, nw in [(16, 128, 4), (32, 128, 4), (64, 64, 4), (64, 128, 8), (32, 256, 8), (128, 64, 8)]:
-            fn = lambda: alpha_composite_triton(idx, dists, feats, 0.01, block_m=bm, block_c=bc, num_warps=nw)  # noqa: E731
+            fn = lambda: alpha_composite_triton(idx, weights, feats, block_m=bm, block_c=bc, num_warps=nw)  # noqa: E731
             key = f"composite bm{bm} bc{bc} w{nw}"
             results["sweep"][key] = {"ms": event_ms(fn), "max_abs_diff": max_diff(fn(), ref)}
             print(f"  sweep {key:<28} {results['sweep'][key]['ms']:8.3f} ms", flush=True)
-        del ref
+        del ref, weights
     del idx, dists, feats
     torch.cuda.empty_cache()
 

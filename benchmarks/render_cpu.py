@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points, rasterize_points, splat
+from met3r_metrics.render import alpha_composite, project_points, rasterize_points, splat
+from met3r_metrics.render_reference import naive_rasterize_points
 
 HERE = Path(__file__).resolve().parent
 GOLDEN_TIMINGS = HERE.parent.parent / "shared" / "golden" / "pytorch3d" / "timings_cpu_naive.json"

@@ -22,7 +22,6 @@ __all__ = [
     "project_points",
     "pixel_centers_ndc",
     "rasterize_points",
-    "naive_rasterize_points",
     "alpha_composite",
     "splat",
 ]
@@ -227,59 +226,6 @@ def rasterize_points(
     return idx4, zbuf, dists
 
 
-def naive_rasterize_points(
-    ndc: torch.Tensor,
-    image_size: tuple[int, int],
-    radius: float = 0.01,
-    points_per_pixel: int = 10,
-    *,
-    chunk_size: int = 1 << 22,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference rasterizer: every pixel tests every point of its cloud (PyTorch3D's bin_size=0 algorithm).
-
-    Same arguments and outputs as :func:`rasterize_points`; cost Theta(B * H * W * N), chunked over pixels
-    so that at most ``chunk_size`` (pixel, point) pairs are alive at once. Used by the tests on random
-    inputs and as the baseline in benchmarks. Ties in z go to the lower packed index (CPU rule).
-    """
-    H, W = _check_size(image_size)
-    B, N, _ = _check_ndc(ndc)
-    K = _check_k(points_per_pixel)
-    device = ndc.device
-    y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, device)
-    r2 = _radius_sq(radius, ndc.dtype, device)
-    x, y, z = ndc.unbind(-1)  # (B, N)
-    # Depth rank per cloud, ties by index (stable sort); a pixel keeps its K smallest ranks.
-    order = torch.sort(z.detach(), dim=1, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=device).expand(B, N))
-    not_culled = ~(z < 0)  # the kernel skips z < 0 only
-
-    kk = min(K, N)
-    idx_out = torch.full((B, H * W, K), -1, dtype=torch.int64, device=device)
-    zbuf_out = torch.full((B, H * W, K), -1.0, dtype=ndc.dtype, device=device)
-    dist_out = torch.full((B, H * W, K), -1.0, dtype=ndc.dtype, device=device)
-    if N == 0:
-        return idx_out.view(B, H, W, K), zbuf_out.view(B, H, W, K), dist_out.view(B, H, W, K)
-    per_chunk = max(1, chunk_size // max(1, B * N))
-    for start in range(0, H * W, per_chunk):
-        pix = torch.arange(start, min(start + per_chunk, H * W), device=device)
-        dx = x[:, None, :] - x_of_col[pix % W][None, :, None]  # (B, m, N)
-        dy = y[:, None, :] - y_of_row[pix // W][None, :, None]
-        d2 = dx * dx + dy * dy
-        hit = not_culled[:, None, :] & (d2 < r2)
-        key = torch.where(hit, rank[:, None, :], N)
-        best = torch.topk(key, kk, dim=2, largest=False, sorted=True).values  # (B, m, kk) ranks
-        ok = best < N
-        n_local = order.gather(1, best.clamp(max=N - 1).flatten(1)).view_as(best)
-        sel_d2 = d2.gather(2, n_local)
-        sel_z = z[:, None, :].expand_as(d2).gather(2, n_local)
-        packed = n_local + (torch.arange(B, device=device) * N)[:, None, None]
-        idx_out[:, pix, :kk] = torch.where(ok, packed, -1)
-        zbuf_out[:, pix, :kk] = torch.where(ok, sel_z, -1.0)
-        dist_out[:, pix, :kk] = torch.where(ok, sel_d2, -1.0)
-    shape = (B, H, W, K)
-    return idx_out.view(shape), zbuf_out.view(shape), dist_out.view(shape)
-
-
 def alpha_composite(
     idx: torch.Tensor,
     dists: torch.Tensor,
@@ -315,19 +261,20 @@ def alpha_composite(
     Triton kernel (same weights, same k order, float32 accumulation, no host sync; ``block_rows`` ignored;
     equal up to float32 rounding). Otherwise the exact PyTorch code below (bit-exact to PyTorch3D on CPU).
     """
+    if idx.dim() != 4 or dists.shape != idx.shape:
+        raise ValueError(f"idx and dists must both be (B, H, W, K), got {tuple(idx.shape)} and {tuple(dists.shape)}")
+    B, H, W, K = idx.shape
+    C = features.shape[-1]
+    M = B * H * W
     if features.is_cuda and features.dtype in (torch.float32, torch.float16, torch.bfloat16):
         from . import kernels
 
         if kernels.should_use(idx, dists, features):
             from .kernels.composite_triton import alpha_composite_triton
 
-            return alpha_composite_triton(idx, dists, features, radius, background)
-    if idx.dim() != 4 or dists.shape != idx.shape:
-        raise ValueError(f"idx and dists must both be (B, H, W, K), got {tuple(idx.shape)} and {tuple(dists.shape)}")
-    B, H, W, K = idx.shape
-    C = features.shape[-1]
+            weights = composite_weights(idx.reshape(M, K), dists, radius)
+            return alpha_composite_triton(idx, weights, features, background)
     feats = features.reshape(-1, C)
-    M = B * H * W
     idx2 = idx.reshape(M, K).long()
     valid = idx2 >= 0
     w = composite_weights(idx2, dists, radius).to(feats.dtype)

@@ -45,7 +45,7 @@ _SCRIPT = textwrap.dedent(
     from met3r_metrics.kernels.adaptive_conv_triton import adaptive_conv_taps_triton, range_logits_triton
     from met3r_metrics.kernels.composite_triton import alpha_composite_triton
     from met3r_metrics.models.adaptive_conv import _forward
-    from met3r_metrics.render import alpha_composite
+    from met3r_metrics.render import alpha_composite, composite_weights
 
     g = torch.Generator().manual_seed(0)
     ULP = {torch.float32: 1e-5, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
@@ -112,7 +112,7 @@ _SCRIPT = textwrap.dedent(
         idx = idx.to(it)
         d = torch.rand(b, h, w, k, generator=g) * 1e-4  # radius 0.01 -> r*r = 1e-4
         f = torch.randn(b * n, c, generator=g).to(dt)
-        got = alpha_composite_triton(idx, d, f, 0.01)
+        got = alpha_composite_triton(idx, composite_weights(idx.reshape(-1, k), d, 0.01), f)
         assert got.is_contiguous(memory_format=torch.channels_last), "composite output must be channels-last"
         if dt == torch.float32:
             ref = alpha_composite(idx, d, f, 0.01)

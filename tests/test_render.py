@@ -8,12 +8,12 @@ import torch
 
 from met3r_metrics.render import (
     alpha_composite,
-    naive_rasterize_points,
     pixel_centers_ndc,
     project_points,
     rasterize_points,
     splat,
 )
+from met3r_metrics.render_reference import naive_rasterize_points
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from met3r_metrics.render import alpha_composite, naive_rasterize_points, project_points, rasterize_points, splat
+from met3r_metrics.render import alpha_composite, project_points, rasterize_points, splat
+from met3r_metrics.render_reference import naive_rasterize_points
 from tests.conftest import golden_path
 
 CASES = [

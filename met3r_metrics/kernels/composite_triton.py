@@ -2,11 +2,11 @@
 
 Imported only after :func:`met3r_metrics.kernels.should_use` (or by tests under ``TRITON_INTERPRET=1``).
 
-The per-slot weights w[p, k] = T_k * a_k (T updated only on filled slots) are computed with the same
-torch expressions as the exact path (K passes over B*H*W scalars: negligible). The kernel then does, for a
-block of BLOCK_M pixels x BLOCK_C channels, ``acc += w[p, k] * f[idx[p, k], c]`` for k = 0..K-1 (the
-exact path's order; float32 accumulation), sets every channel of pixels whose slot 0 is empty to the
-background, and writes the (B, H, W, C) channels-last buffer once. No sort, no host sync.
+The caller passes the per-slot weights w[p, k] = T_k * a_k (``render.composite_weights``, the exact path's
+torch expressions; K passes over B*H*W scalars: negligible), so this module depends on torch and triton
+only. The kernel does, for a block of BLOCK_M pixels x BLOCK_C channels, ``acc += w[p, k] * f[idx[p, k], c]``
+for k = 0..K-1 (the exact path's order; float32 accumulation), sets every channel of pixels whose slot 0 is
+empty to the background, and writes the (B, H, W, C) channels-last buffer once. No sort, no host sync.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 import triton
 import triton.language as tl
 
-from ..render import composite_weights
 
 __all__ = ["alpha_composite_triton", "SUPPORTED_DTYPES"]
 
@@ -61,19 +60,30 @@ def _composite_kernel(
 
 def alpha_composite_triton(
     idx: torch.Tensor,
-    dists: torch.Tensor,
+    weights: torch.Tensor,
     features: torch.Tensor,
-    radius: float,
     background: float = -10000.0,
     *,
     block_m: int | None = None,
     block_c: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Same contract as ``render.alpha_composite`` (no autograd): (B, C, H, W) permuted view of a
-    channels-last (B, H, W, C) buffer in the features' dtype. Float32 accumulation for every dtype."""
-    if idx.dim() != 4 or dists.shape != idx.shape:
-        raise ValueError(f"idx and dists must both be (B, H, W, K), got {tuple(idx.shape)} and {tuple(dists.shape)}")
+    """``sum_k weights[..., k] * features[idx[..., k]]`` with background where slot 0 is empty (no autograd).
+
+    Args:
+        idx: (B, H, W, K) packed point indices, -1 for empty slots.
+        weights: (B, H, W, K) or (B*H*W, K) compositing weights (``render.composite_weights``).
+        features: (B, N, C) or packed (B*N, C), float32/float16/bfloat16.
+        background: value of every channel of a pixel whose slot 0 is empty.
+
+    Returns:
+        (B, C, H, W) permuted view of a channels-last (B, H, W, C) buffer in the features' dtype, as
+        ``render.alpha_composite``. Float32 accumulation for every dtype.
+    """
+    if idx.dim() != 4 or weights.numel() != idx.numel():
+        raise ValueError(
+            f"idx and weights must be (B, H, W, K) and (B*H*W, K), got {tuple(idx.shape)} and {tuple(weights.shape)}"
+        )
     if features.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"alpha_composite_triton: unsupported feature dtype {features.dtype}")
     B, H, W, K = idx.shape
@@ -81,7 +91,7 @@ def alpha_composite_triton(
     feats = features.reshape(-1, C)
     M = B * H * W
     idx2 = idx.reshape(M, K)
-    w = composite_weights(idx2, dists, radius)
+    w = weights.reshape(M, K)
     if w.dtype not in SUPPORTED_DTYPES:
         w = w.float()
     out = torch.empty((M, C), dtype=feats.dtype, device=feats.device)
