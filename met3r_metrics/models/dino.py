@@ -4,6 +4,9 @@
 then runs the ViT and returns the patch tokens (CLS dropped) of the last block after the final
 LayerNorm, as a (B, 384, H/16, W/16) map, followed by FeatUp's ``ChannelNorm`` when ``use_norm=True``.
 
+The ViT is built from CroCo's blocks (:mod:`met3r_metrics.models.croco`) without RoPE: same parameter
+names, LayerNorm eps 1e-6, exact-erf GELU and scaled-dot-product attention as DINO's own blocks.
+
 Parameter names follow the official DINO checkpoint under ``vit.`` (``vit.cls_token``,
 ``vit.blocks.0.attn.qkv.weight``, ...) and ``channel_norm.{weight,bias}`` for FeatUp's
 ``model.1.norm.*``; the mapping from official names lives in :mod:`met3r_metrics.models.featup`.
@@ -11,69 +14,17 @@ Parameter names follow the official DINO checkpoint under ``vit.`` (``vit.cls_to
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .croco import Block, PatchEmbed, layer_norm
+from .frozen import FrozenMixin, freeze
 
 __all__ = ["DinoFeaturizer", "VisionTransformer", "ChannelNorm", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class PatchEmbed(nn.Module):
-    """Conv2d(3 -> D, kernel = stride = patch) and flatten to (B, h*w, D), row-major."""
-
-    def __init__(self, patch_size: int = 16, in_chans: int = 3, embed_dim: int = 384) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention; qkv features are ordered q | k | v, each split into contiguous heads."""
-
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=True)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        # SDPA's default scale is head_dim ** -0.5, DINO's scale; equal to the explicit softmax within rounding.
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()  # exact erf form, as DINO (the tanh approximation is caught by the golden tests)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block; LayerNorm eps 1e-6 as in DINO."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
 
 
 class VisionTransformer(nn.Module):
@@ -98,9 +49,9 @@ class VisionTransformer(nn.Module):
         # Attribute order = official state_dict order.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + pretrain_grid * pretrain_grid, embed_dim))
-        self.patch_embed = PatchEmbed(patch_size, 3, embed_dim)
+        self.patch_embed = PatchEmbed(embed_dim, patch_size, 3)
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio) for _ in range(depth)])
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.norm = layer_norm(embed_dim)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -128,11 +79,11 @@ class VisionTransformer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, 3, H, W) normalised, H and W multiples of the patch size -> (B, 1 + h*w, D) after ``norm``."""
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-        tokens = self.patch_embed(x)
+        tokens, _ = self.patch_embed(x)  # (row, col) grid unused: DINO has absolute position embeddings
         tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
         tokens = tokens + self.interpolate_pos_encoding(h, w)
         for blk in self.blocks:
-            tokens = blk(tokens)
+            tokens = blk(tokens, None)  # no RoPE
         return self.norm(tokens)
 
 
@@ -146,7 +97,7 @@ class ChannelNorm(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-class DinoFeaturizer(nn.Module):
+class DinoFeaturizer(FrozenMixin, nn.Module):
     """FeatUp's ``dino16`` featurizer (+ ``ChannelNorm`` when ``use_norm``), taking **[0, 1]** images.
 
     Args:
@@ -187,13 +138,8 @@ class DinoFeaturizer(nn.Module):
         # Normalisation constants are made per (dtype, device) from the Python floats, not kept as float32
         # buffers: float32-rounded constants cast to float64 shift float64 features by ~2e-7.
         self._norm_consts: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
-        self.frozen = frozen
         if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    def train(self, mode: bool = True) -> "DinoFeaturizer":
-        return super().train(False if self.frozen else mode)
+            freeze(self)
 
     @property
     def dim(self) -> int:
@@ -245,3 +191,4 @@ class DinoFeaturizer(nn.Module):
         if self.channel_norm is not None:
             feats = self.channel_norm(feats)
         return feats
+

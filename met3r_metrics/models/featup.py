@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .adaptive_conv import adaptive_conv_taps
 from .dino import DinoFeaturizer
+from .frozen import FrozenMixin, freeze
 
 __all__ = [
     "JBULearnedRange",
@@ -56,21 +57,6 @@ REGISTRY_DINO = "dino_vits16"
 # --------------------------------------------------------------------------------------------------
 # JBU
 # --------------------------------------------------------------------------------------------------
-
-
-class _FrozenMixin:
-    """``frozen=True``: eval mode, no grads, and ``.train()`` keeps eval (no Dropout2d surprises)."""
-
-    frozen: bool
-
-    def _freeze(self, frozen: bool) -> None:
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)  # type: ignore[attr-defined]
-            self.eval()  # type: ignore[attr-defined]
-
-    def train(self, mode: bool = True):  # type: ignore[no-untyped-def]
-        return super().train(False if getattr(self, "frozen", False) else mode)  # type: ignore[misc]
 
 
 class JBULearnedRange(nn.Module):
@@ -186,7 +172,7 @@ def _check_pair(lr_feats: Tensor, guidance: Tensor, who: str) -> None:
         )
 
 
-class JBUStack(_FrozenMixin, nn.Module):
+class JBUStack(FrozenMixin, nn.Module):
     """FeatUp's ``JBUStack``: 4 x2 JBU steps guided by the image, then ``s + 0.1 * conv1x1(s)``.
 
     Args:
@@ -208,7 +194,8 @@ class JBUStack(_FrozenMixin, nn.Module):
         self.up3 = JBULearnedRange()
         self.up4 = JBULearnedRange()
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(dim, dim, 1))
-        self._freeze(frozen)
+        if frozen:
+            freeze(self)
 
     def upsample(self, lr_feats: Tensor, guidance: Tensor) -> Tensor:
         """Raw stack output (B, C, 16h, 16w), whatever the guidance size (as FeatUp)."""
@@ -457,9 +444,7 @@ def _strict_load(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None
 
 
 def _finish(module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-    module.to(device=device, dtype=dtype)
-    module.requires_grad_(False)
-    module.eval()
+    freeze(module.to(device=device, dtype=dtype))
 
 
 def load_featup_dino(
