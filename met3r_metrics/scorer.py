@@ -90,28 +90,28 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
-def _freeze(module: nn.Module) -> nn.Module:
-    module.requires_grad_(False)
-    return module.eval()
-
-
 def _load_stereo(backbone: str, weights: str | None, device: torch.device) -> nn.Module:
     from .weights import load_stereo_model  # lazy: no import-time cost, no downloads
 
-    # backbone_weights (a local dir / file / repo id) wins over the registry name of `backbone`
-    return _freeze(load_stereo_model(weights or backbone, device=device, dtype=torch.float32))
+    # backbone_weights (a local dir / file / repo id) wins over the registry name of `backbone`; errors name
+    # the argument the source came from. The network is frozen and owns its memory.
+    source, argument = (weights, "backbone_weights") if weights else (backbone, "backbone")
+    return load_stereo_model(source, device=device, dtype=torch.float32, argument=argument)
 
 
 def _load_features(upsampler: str, weights: str | None, device: torch.device) -> nn.Module:
-    from .models.featup import UpsampledDino, build_upsampler, load_featup_dino
+    from .models.featup import UpsampledDino, build_upsampler
+    from .models.frozen import freeze
+    from .weights import load_featup_dino
 
     # depth=None: read the ViT depth from the checkpoint (local files may hold a cut-down ViT, e.g.
     # the tiny test networks); the registry default is the full 12-block dino16.
-    model = load_featup_dino(weights, use_norm=True, depth=None, device=device, dtype=torch.float32)
+    model = load_featup_dino(weights, use_norm=True, depth=None, device=device, dtype=torch.float32,
+                             argument="feature_weights")
     if upsampler != "featup":
         # the official non-FeatUp upsamplers keep FeatUp's DINO (+ ChannelNorm) and interpolate
-        model = UpsampledDino(model.featurizer, build_upsampler(upsampler)).to(device)
-    return _freeze(model)
+        model = freeze(UpsampledDino(model.featurizer, build_upsampler(upsampler)).to(device))
+    return model
 
 
 def _cached_network(key: tuple[str, ...], build: Any) -> nn.Module:

@@ -4,6 +4,7 @@ plain upsamplers and bfloat16 autocast."""
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -17,10 +18,9 @@ from met3r_metrics.models.featup import (
     JBUStack,
     UpsampledDino,
     build_upsampler,
-    load_dino_featurizer,
-    load_featup_dino,
     to_official_key,
 )
+from met3r_metrics.weights import load_dino_featurizer, load_featup_dino
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,26 @@ class _Opaque:
     pass
 
 
+class _ForeignTensor(torch.Tensor):
+    pass
+
+
+def test_refused_feature_checkpoint_names_argument_and_file(tmp_path, official_d2) -> None:
+    """Weights needing a foreign class are refused in one line naming the metric's argument and the file,
+    with no advice to switch weights_only off."""
+    from met3r_metrics.scorer import _load_features
+
+    sd = dict(official_d2)
+    sd["upsampler.up1.range_temp"] = sd["upsampler.up1.range_temp"].as_subclass(_ForeignTensor)
+    path = tmp_path / "subclass.ckpt"
+    torch.save({"state_dict": sd}, path)
+    with pytest.raises(pickle.UnpicklingError) as excinfo:
+        _load_features("featup", str(path), torch.device("cpu"))
+    msg = str(excinfo.value)
+    assert msg.startswith(f"feature_weights: expected a checkpoint whose tensors need no foreign class, received {path}:")
+    assert f"{__name__}._ForeignTensor" in msg and "\n" not in msg and "weights_only=False" not in msg
+
+
 def test_offline_error_names_file_and_prefetch_command(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -210,8 +230,11 @@ def test_frozen_and_eval_by_default(reference) -> None:
     x, g = torch.rand(1, 8, 2, 2), torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(up(x, g), up(x, g), atol=0, rtol=0)
     assert JBUStack(8, frozen=False).train().training
-    featurizer, upsampler = reference  # the container unpacks
-    assert featurizer is reference.featurizer and upsampler is reference.upsampler
+    try:  # a loaded container keeps both frozen parts in eval whatever its parent does
+        reference.train()
+        assert not reference.featurizer.training and not reference.upsampler.up4.fixup_proj[2].training
+    finally:
+        reference.eval()
 
 
 # ---------------------------------------------------------------------------------------- upsamplers

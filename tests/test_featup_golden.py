@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from met3r_metrics.models.featup import JBUStack, UpsampledDino, load_featup_dino
+from met3r_metrics.models.featup import JBUStack, UpsampledDino
+from met3r_metrics.weights import load_featup_dino
 from conftest import golden_path
 
 TOL = {torch.float64: {"atol": 1e-6, "rtol": 1e-6}, torch.float32: {"atol": 2e-5, "rtol": 1e-5}}

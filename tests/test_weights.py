@@ -209,16 +209,107 @@ def test_save_stereo_files_roundtrip(caches):
     run_case(load_stereo_model(out.parent), cfg, "sq64")
 
 
-def test_pth_with_unsafe_pickle_is_refused(caches):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pth_with_unsafe_pickle_is_refused_naming_file_and_argument(caches, zip_format):
+    """A pickle needing a foreign class is refused in one line naming the argument, the file and the class,
+    without torch's advice to pass weights_only=False (not even in the chained traceback)."""
+    from met3r_metrics.scorer import _load_stereo
+
     path = caches["tmp"] / "evil.pth"
     torch.save({"args": argparse.Namespace(model="AsymmetricCroCo3DStereo()"), "model": {},
-                "extra": _NotAllowListed()}, path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
-        load_stereo_model(path)
+                "extra": _NotAllowListed()}, path, _use_new_zipfile_serialization=zip_format)
+    for call, argument in ((lambda: load_stereo_model(path), "source"),
+                           (lambda: _load_stereo("mast3r_512_catmlpdpt_metric", str(path), torch.device("cpu")),
+                            "backbone_weights")):
+        with pytest.raises(pickle.UnpicklingError) as excinfo:
+            call()
+        msg = str(excinfo.value)
+        assert msg.startswith(f"{argument}: expected a checkpoint that pickles only tensors, argparse.Namespace")
+        assert f"received {path}," in msg and f"{__name__}._NotAllowListed" in msg and "\n" not in msg
+        assert "weights_only" not in msg and excinfo.value.__cause__ is None and excinfo.value.__suppress_context__
 
 
 class _NotAllowListed:
     pass
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_torchscript_archive_is_refused_naming_file_and_argument(caches):
+    """torch.load would hand a TorchScript archive to torch.jit.load; its weights_only refusal suggests
+    weights_only=False. Ours names the argument and the file."""
+    path = caches["tmp"] / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(path))
+    with pytest.raises(pickle.UnpicklingError) as excinfo:
+        load_stereo_model(path, argument="backbone_weights")
+    msg = str(excinfo.value)
+    assert msg.startswith(f"backbone_weights: expected a checkpoint written by torch.save, received {path}")
+    assert "TorchScript" in msg and "weights_only" not in msg
+
+
+def _overwrite_in_place(path: Path, truncate: bool = False) -> None:
+    """What a re-download or a `cp` over the file does to its inode: new bytes (here zeros) or a shorter file."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        if truncate:
+            f.truncate(0)
+        else:
+            f.write(b"\0" * size)
+
+
+@pytest.mark.parametrize("layout", ["hub_dir", "pth", "featup_safetensors"])
+def test_loaded_network_owns_its_memory(caches, layout):
+    """Rewriting the checkpoint file in place after loading changes nothing in the built network (it used to
+    stay memory-mapped to the file: 745 parameters changed, scores moved or became NaN)."""
+    from met3r_metrics.scorer import _load_features, _load_stereo
+
+    cfg = "dust3r_linear_tiny"
+    if layout == "hub_dir":
+        source = caches["tmp"] / "hub_dir"
+        source.mkdir()
+        (source / "config.json").write_text(json.dumps(hub_config(cfg)))
+        save_file(safetensors_state_dict(cfg), str(source / "model.safetensors"))
+        file = source / "model.safetensors"
+    elif layout == "pth":
+        source = file = write_pth(caches["tmp"] / "tiny.pth", cfg, official_string(cfg))
+    else:
+        from conftest import golden_path
+        from safetensors.torch import load_file
+
+        official = {k: v.float() for k, v in load_file(str(golden_path("featup", "dino16_d2_weights.safetensors"))).items()}
+        source = file = caches["tmp"] / "featup.safetensors"
+        save_file(official, str(file))
+    if layout == "featup_safetensors":
+        model = _load_features("featup", str(source), torch.device("cpu"))
+    else:
+        model = _load_stereo("dust3r_224_linear", str(source), torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _overwrite_in_place(file)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == []
+    if layout != "featup_safetensors":
+        run_case(model, cfg)
+
+
+def test_truncated_checkpoint_file_does_not_kill_the_process(caches, tmp_path):
+    """Truncating the weights file under a loaded network used to kill the process with SIGBUS."""
+    import subprocess
+    import sys
+
+    directory = caches["tmp"] / "hub_dir"
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(hub_config("dust3r_linear_tiny")))
+    save_file(safetensors_state_dict("dust3r_linear_tiny"), str(directory / "model.safetensors"))
+    script = (
+        "import sys, torch\n"
+        "from met3r_metrics.weights import load_stereo_model\n"
+        "net = load_stereo_model(sys.argv[1])\n"
+        "open(sys.argv[1] + '/model.safetensors', 'r+b').truncate(0)\n"
+        "x = torch.zeros(1, 3, 32, 32)\n"
+        "print(float(sum(p.double().abs().sum() for p in net.parameters())), net(x, x)[0]['pts3d'].shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(directory)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "torch.Size([1, 32, 32, 3])" in done.stdout
 
 
 # ------------------------------------------------------------------------------------------------ key mapping

@@ -43,9 +43,8 @@ def _feature_checkpoints(settings: Settings) -> list[str]:
     """
     if not settings.uses_features or settings.feature_weights is not None:
         return []
-    from met3r_metrics.models.featup import REGISTRY_DINO, REGISTRY_FEATUP
-
-    return [REGISTRY_FEATUP[True], REGISTRY_DINO]
+    weights = _weights()
+    return [weights.FEATUP_CHECKPOINTS[True], weights.DINO_CHECKPOINT]
 
 
 def checkpoints_for(target: str) -> list[str]:

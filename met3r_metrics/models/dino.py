@@ -9,10 +9,13 @@ names, LayerNorm eps 1e-6, exact-erf GELU and scaled-dot-product attention as DI
 
 Parameter names follow the official DINO checkpoint under ``vit.`` (``vit.cls_token``,
 ``vit.blocks.0.attn.qkv.weight``, ...) and ``channel_norm.{weight,bias}`` for FeatUp's
-``model.1.norm.*``; the mapping from official names lives in :mod:`met3r_metrics.models.featup`.
+``model.1.norm.*``. :func:`convert_dino_state_dict` maps the official DINO file; the FeatUp mapping is
+beside the JBU in :mod:`met3r_metrics.models.featup`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,15 @@ from torch import Tensor, nn
 from .croco import Block, PatchEmbed, layer_norm
 from .frozen import FrozenMixin, freeze
 
-__all__ = ["DinoFeaturizer", "VisionTransformer", "ChannelNorm", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "DinoFeaturizer",
+    "VisionTransformer",
+    "ChannelNorm",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "convert_dino_state_dict",
+    "unwrap_state_dict",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -192,3 +203,31 @@ class DinoFeaturizer(FrozenMixin, nn.Module):
             feats = self.channel_norm(feats)
         return feats
 
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoint filter (official DINO keys -> ours)
+# --------------------------------------------------------------------------------------------------
+
+
+def unwrap_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Lightning nesting ``{"state_dict": {...}, "epoch": ..., ...}`` -> flat dict of its tensors."""
+    inner = sd.get("state_dict")
+    if isinstance(inner, Mapping):
+        sd = inner
+    return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
+
+
+def convert_dino_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Official DINO ViT-S/16 checkpoint (``dino_deitsmall16_pretrain.pth``: 150 plain ViT keys) ->
+    ``featurizer.vit.*`` names (:class:`~met3r_metrics.models.featup.UpsampledDino` layout; strip
+    ``featurizer.`` for a bare :class:`DinoFeaturizer`). Also accepts ``module.``/``backbone.`` prefixed
+    training checkpoints; their projection head (``head.*``) is not part of the ViT and is dropped."""
+    out: dict[str, Tensor] = {}
+    for k, v in unwrap_state_dict(sd).items():
+        for pre in ("module.", "backbone."):
+            if k.startswith(pre):
+                k = k[len(pre) :]
+        if k.startswith("head."):
+            continue
+        out["featurizer.vit." + k] = v
+    return out

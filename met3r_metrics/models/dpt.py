@@ -6,7 +6,8 @@ that the reduced-width golden configs can be built too. See ``spec/dust3r.md`` Â
 
 Key-name note: the official module registers each ``scratch.layer{N}_rn`` conv a second time as
 ``scratch.layer_rn.{N-1}``; this module does the same, so ``state_dict()`` carries both names exactly like the
-official one (the alias handling on load lives in :mod:`met3r_metrics.weights`).
+official one (filling a name a checkpoint lacks is the DUSt3R checkpoint filter,
+:func:`met3r_metrics.models.dust3r.map_official_state_dict`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ Spec: ``shared/spec/dust3r.md``. Written from that spec; no official code is use
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "AsymmetricCroCo3DStereo",
     "AsymmetricMASt3R",
     "build_stereo_model",
+    "map_official_state_dict",
     "reg_dense_conf",
     "reg_dense_depth",
     "reg_desc",
@@ -497,3 +499,42 @@ def build_stereo_model(
     if attn_impl is not None:
         kwargs["attn_impl"] = attn_impl
     return classes[cls_name](**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint filter (official keys -> ours)
+# ----------------------------------------------------------------------------------------------------------------
+
+_ALIAS_NEW = re.compile(r"^(?P<p>.*\.scratch\.)layer(?P<n>[1-4])_rn\.weight$")
+_ALIAS_OLD = re.compile(r"^(?P<p>.*\.scratch\.)layer_rn\.(?P<i>[0-3])\.weight$")
+
+
+def map_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The one key mapping: DPT alias names ``scratch.layer{N}_rn.weight`` <-> ``scratch.layer_rn.{N-1}.weight``.
+
+    The official DPT registers each of these convs under both names. ``.pth`` state dicts hold both; safetensors
+    files (``save_model`` / ``PyTorchModelHubMixin``) keep only ``layer{N}_rn``. Whichever name is missing is
+    filled from the other (same tensor object); if both are present they must be equal. Nothing else is renamed.
+    """
+    out = dict(state_dict)
+    for key in list(state_dict):
+        m = _ALIAS_NEW.match(key)
+        other = f"{m['p']}layer_rn.{int(m['n']) - 1}.weight" if m else None
+        if other is None:
+            m = _ALIAS_OLD.match(key)
+            other = f"{m['p']}layer{int(m['i']) + 1}_rn.weight" if m else None
+        if other is None:
+            continue
+        if other not in out:
+            out[other] = out[key]
+        elif out[other] is not out[key] and not _same_values(out[other], out[key]):
+            raise ValueError(f"alias keys {key!r} and {other!r} hold different tensors")
+    return out
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    if a.is_meta or b.is_meta:  # no values to compare (shape-only checks)
+        return True
+    return torch.equal(a, b)

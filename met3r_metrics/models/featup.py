@@ -1,5 +1,6 @@
-"""FeatUp's JBU upsampler stack (``jbu_stack``) in plain PyTorch, plain interpolation upsamplers,
-and checkpoint loading for MEt3R's feature path (``dino16`` + JBU, FeatUp hub ``use_norm=True``).
+"""FeatUp's JBU upsampler stack (``jbu_stack``) in plain PyTorch, plain interpolation upsamplers, the
+DINO + upsampler container of MEt3R's feature path (``dino16`` + JBU, FeatUp hub ``use_norm=True``) and
+its checkpoint filter (official FeatUp keys -> ours).
 
 Conventions (MEt3R's, which differ from FeatUp's own ``UpsampledBackbone.forward``):
 
@@ -10,22 +11,24 @@ Conventions (MEt3R's, which differ from FeatUp's own ``UpsampledBackbone.forward
   whose JBU output is already 16h x 16w = H x W).
 
 State-dict names: ``JBUStack`` uses the official ``upsampler.*`` names (without the ``upsampler.``
-prefix). ``UpsampledDino`` maps official keys as ``model.0.model.* -> featurizer.vit.*``,
+prefix). :func:`convert_featup_state_dict` maps official keys as ``model.0.model.* -> featurizer.vit.*``,
 ``model.1.norm.* -> featurizer.channel_norm.*``, ``upsampler.* -> upsampler.*``.
+
+Loading checkpoints (registry names, URLs, files) is :mod:`met3r_metrics.weights`' job
+(:func:`met3r_metrics.weights.load_featup_dino`); this module never reads files.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adaptive_conv import adaptive_conv_taps
-from .dino import DinoFeaturizer
+from .dino import DinoFeaturizer, convert_dino_state_dict, unwrap_state_dict
 from .frozen import FrozenMixin, freeze
 
 __all__ = [
@@ -34,24 +37,11 @@ __all__ = [
     "InterpolateUpsampler",
     "build_upsampler",
     "UpsampledDino",
-    "load_featup_dino",
-    "load_dino_featurizer",
     "convert_featup_state_dict",
     "convert_dino_state_dict",
+    "checkpoint_vit_depth",
     "to_official_key",
-    "FEATUP_URLS",
-    "DINO_URL",
 ]
-
-FEATUP_URLS = {
-    True: "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
-    "dino16_jbu_stack_cocostuff.ckpt",
-    False: "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
-    "no_norm/dino16_jbu_stack_cocostuff.ckpt",
-}
-DINO_URL = "https://dl.fbaipublicfiles.com/dino/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"
-REGISTRY_FEATUP = {True: "featup_dino16_jbu", False: "featup_dino16_jbu_no_norm"}
-REGISTRY_DINO = "dino_vits16"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,8 +235,8 @@ UPSAMPLERS = ("featup", "jbu", "nearest", "bilinear", "bicubic")
 
 
 def build_upsampler(name: str, dim: int = 384) -> nn.Module:
-    """``"featup"``/``"jbu"`` -> :class:`JBUStack` (random init: load weights with :func:`load_featup_dino`);
-    ``"nearest"``/``"bilinear"``/``"bicubic"`` -> :class:`InterpolateUpsampler`.
+    """``"featup"``/``"jbu"`` -> :class:`JBUStack` (random init; trained weights come with
+    :func:`met3r_metrics.weights.load_featup_dino`); ``"nearest"``/``"bilinear"``/``"bicubic"`` -> :class:`InterpolateUpsampler`.
     All have ``forward(lr_feats (B, C, h, w), guidance (B, 3, H, W)) -> (B, C, H, W)``."""
     key = name.lower()
     if key in ("featup", "jbu", "jbu_stack"):
@@ -265,7 +255,7 @@ class UpsampledDino(nn.Module):
     """``featurizer`` (DINO ViT-S/16 [+ ChannelNorm]) and ``upsampler`` (JBU stack or interpolation).
 
     ``forward(images01 (B, 3, H, W) in [0, 1]) -> hr_feats (B, 384, H, W)`` computes MEt3R's
-    ``upsampler(featurizer(norm(x01)), x01)``. Unpacks as ``featurizer, upsampler = module``.
+    ``upsampler(featurizer(norm(x01)), x01)``.
     """
 
     def __init__(self, featurizer: DinoFeaturizer, upsampler: nn.Module) -> None:
@@ -273,45 +263,19 @@ class UpsampledDino(nn.Module):
         self.featurizer = featurizer
         self.upsampler = upsampler
 
-    def __iter__(self) -> Iterator[nn.Module]:
-        return iter((self.featurizer, self.upsampler))
-
     def forward(self, images01: Tensor) -> Tensor:
         return self.upsampler(self.featurizer(images01), images01)
 
 
 # --------------------------------------------------------------------------------------------------
-# State-dict conversion
+# Checkpoint filter (official FeatUp keys -> ours)
 # --------------------------------------------------------------------------------------------------
 
 _DROPPED = ("scale_net", "downsampler")  # training-only parts of FeatUp's JBUFeatUp Lightning module
 _VIT_PREFIXES = ("model.0.model.", "model.model.")  # use_norm=True names, hub no_norm names
-_VIT_TOP = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
 
 
-def _unwrap(sd: Mapping[str, object]) -> dict[str, Tensor]:
-    """Lightning nesting ``{"state_dict": {...}, "epoch": ..., ...}`` -> flat dict of tensors."""
-    inner = sd.get("state_dict")
-    if isinstance(inner, Mapping):
-        sd = inner
-    return {k: v for k, v in sd.items() if isinstance(v, Tensor)}
-
-
-def convert_dino_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
-    """Official DINO ViT-S/16 checkpoint (``dino_deitsmall16_pretrain.pth``: 150 plain ViT keys) ->
-    ``featurizer.vit.*`` names. Also accepts ``module.``/``backbone.`` prefixed training checkpoints."""
-    out: dict[str, Tensor] = {}
-    for k, v in _unwrap(sd).items():
-        for pre in ("module.", "backbone."):
-            if k.startswith(pre):
-                k = k[len(pre) :]
-        if k.startswith("head."):  # projection head of DINO training checkpoints: not part of the ViT
-            continue
-        out["featurizer.vit." + k] = v
-    return out
-
-
-def convert_featup_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+def convert_featup_state_dict(sd: Mapping[str, Any]) -> dict[str, Tensor]:
     """FeatUp checkpoint (``{,no_norm/}dino16_jbu_stack_cocostuff.ckpt`` or the same keys flat) ->
     :class:`UpsampledDino` names.
 
@@ -321,7 +285,7 @@ def convert_featup_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
     Any other key is kept as is, so a strict load reports it.
     """
     out: dict[str, Tensor] = {}
-    for k, v in _unwrap(sd).items():
+    for k, v in unwrap_state_dict(sd).items():
         if any(d in k for d in _DROPPED):
             continue
         for pre in _VIT_PREFIXES:
@@ -344,181 +308,22 @@ def to_official_key(key: str) -> str:
     return key
 
 
-# --------------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------------
-
-
-def _registry_file(name: str, download: bool = True) -> Path:
-    # Lazy: weights.py owns the registry, the cache locations, downloads and the offline error
-    # (WeightsNotFoundError naming the file, its source and `met3r-download <name>`).
-    from met3r_metrics.weights import checkpoint_file
-
-    return Path(checkpoint_file(name, download=download))
-
-
-def _read_file(path: Path) -> Mapping[str, object]:
-    """Local file -> flat dict of its tensors (``state_dict`` unwrapped), never unpickling foreign code.
-
-    ``.safetensors`` via safetensors; anything else via :func:`met3r_metrics.weights.read_checkpoint_tensors`:
-    ``torch.load(weights_only=True)``, and when that refuses the pickled non-tensor entries of a Lightning
-    checkpoint (``hyper_parameters``, ``callbacks``, ``loops``...), a restricted unpickler that replaces them
-    by inert stubs (with a ``CheckpointStubWarning``). Tensors needing a non-allow-listed class still fail.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    from met3r_metrics.weights import read_checkpoint_tensors
-
-    return read_checkpoint_tensors(path, key="state_dict")
-
-
-def _read_url(url: str, download: bool = True) -> Mapping[str, object]:
-    from met3r_metrics.weights import CHECKPOINTS
-
-    for name, info in CHECKPOINTS.items():
-        if info.url == url:  # a registry file: same cache place and offline error as the registry name
-            return _read_file(_registry_file(name, download))
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
-    if not cached.is_file():
-        if not download:
-            raise FileNotFoundError(
-                f"{cached} is not cached and download=False; fetch {url} there or pass a local file"
-            )
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(url, str(cached), progress=False)
-        except Exception as exc:  # network errors come in many types (URLError, socket, SSL...)
-            raise FileNotFoundError(
-                f"could not download {url} to {cached} ({type(exc).__name__}: {exc}). Fetch it while online, e.g. "
-                f"`python -c \"import torch; torch.hub.download_url_to_file('{url}', '{cached}')\"`, "
-                "or pass a local file path."
-            ) from exc
-    return _read_file(cached)
-
-
-def _read_source(source: str | os.PathLike[str], download: bool = True) -> Mapping[str, object]:
-    """Registry name, https URL, or local .ckpt/.pth/.pt/.safetensors file -> raw (possibly nested) dict."""
-    s = os.fspath(source)
-    if s.startswith(("http://", "https://")):
-        return _read_url(s, download)
-    path = Path(s).expanduser()
-    if path.exists() or os.sep in s or path.suffix in (".ckpt", ".pth", ".pt", ".safetensors", ".bin"):
-        return _read_file(path)
-    from met3r_metrics.weights import CHECKPOINTS
-
-    if s not in CHECKPOINTS:
-        raise ValueError(
-            f"source must be a registry name ({', '.join(REGISTRY_FEATUP.values())}, {REGISTRY_DINO}), an https URL "
-            f"or an existing .ckpt/.pth/.safetensors file, got source={s!r}"
-        )
-    return _read_file(_registry_file(s, download))
-
-
-def _vit_depth(sd: Mapping[str, Tensor]) -> int:
+def checkpoint_vit_depth(sd: Mapping[str, Tensor]) -> int:
     """Number of ViT blocks in a converted state dict (``featurizer.vit.blocks.N.*``)."""
     ids = {int(k.split(".")[3]) for k in sd if k.startswith("featurizer.vit.blocks.")}
     if not ids:
-        raise ValueError("depth=None: the checkpoint holds no ViT blocks to infer the depth from")
+        raise ValueError(
+            "depth: expected an int, or None with a checkpoint holding ViT blocks (featurizer.vit.blocks.N.*), "
+            "got depth=None and a checkpoint without any"
+        )
     return max(ids) + 1
 
 
-def _strict_load(module: nn.Module, sd: Mapping[str, Tensor], what: str) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def head(xs: list[str]) -> str:
-            return ", ".join(to_official_key(x) for x in xs[:8]) + (f" ... (+{len(xs) - 8})" if len(xs) > 8 else "")
+def __getattr__(name: str) -> Any:
+    # Old import path of the loaders, kept for compatibility: they moved to met3r_metrics.weights (the
+    # loading layer). Resolved on first access only, so importing this module never imports the weights.
+    if name in ("load_featup_dino", "load_dino_featurizer"):
+        from .. import weights
 
-        raise RuntimeError(
-            f"{what}: checkpoint does not match the model (strict load). missing={len(missing)} [{head(missing)}] "
-            f"unexpected={len(unexpected)} [{head(unexpected)}] shape mismatches={shapes[:4]}"
-        )
-    module.load_state_dict(sd, strict=True)
-
-
-def _finish(module: nn.Module, device: torch.device | str | None, dtype: torch.dtype | None) -> None:
-    freeze(module.to(device=device, dtype=dtype))
-
-
-def load_featup_dino(
-    source: str | os.PathLike[str] | Mapping[str, object] | None = None,
-    *,
-    use_norm: bool = True,
-    depth: int | None = 12,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    dino_source: str | os.PathLike[str] | Mapping[str, object] | None = None,
-    download: bool = True,
-) -> UpsampledDino:
-    """Build MEt3R's feature path (DINO ViT-S/16 + FeatUp JBU) and load it strictly.
-
-    Args:
-        source: ``None`` -> registry ``"featup_dino16_jbu"`` (``"featup_dino16_jbu_no_norm"`` when
-            ``use_norm=False``), resolved by :func:`met3r_metrics.weights.checkpoint_file` (hub cache /
-            download / clear offline error); a registry name; an ``https://`` URL (torch hub cache); a local
-            ``.ckpt``/``.pth``/``.safetensors`` file with FeatUp's official key names (``state_dict``
-            nesting allowed); or an already loaded state dict.
-        use_norm: FeatUp's ChannelNorm after the ViT (MEt3R: True).
-        depth: ViT depth (12 for the real checkpoint); ``None`` reads it from the checkpoint.
-        dino_source: where to take the 150 ViT tensors from when the FeatUp checkpoint lacks them
-            (default: registry ``"dino_vits16"`` = ``dino_deitsmall16_pretrain.pth``). Unused otherwise.
-        download: allow downloading registry/URL files that are not cached yet (offline, a missing file
-            raises ``WeightsNotFoundError`` naming the file and ``met3r-download <name>``).
-
-    Returns:
-        :class:`UpsampledDino` in eval mode with every parameter frozen; unpacks as
-        ``featurizer, upsampler = load_featup_dino()``.
-    """
-    if source is None:
-        source = REGISTRY_FEATUP[use_norm]
-    raw = source if isinstance(source, Mapping) else _read_source(source, download)
-    sd = convert_featup_state_dict(raw)
-    if not any(k.startswith("featurizer.vit.") for k in sd):
-        dino_raw = (
-            dino_source if isinstance(dino_source, Mapping) else _read_source(dino_source or REGISTRY_DINO, download)
-        )
-        sd.update(convert_dino_state_dict(dino_raw))
-    if depth is None:
-        depth = _vit_depth(sd)
-    with torch.device("meta"):
-        model = UpsampledDino(DinoFeaturizer(depth=depth, use_norm=use_norm), JBUStack(384))
-    model.to_empty(device="cpu")  # every tensor is then overwritten by the strict load
-    _strict_load(model, sd, "load_featup_dino")
-    _finish(model, device, dtype)
-    return model
-
-
-def load_dino_featurizer(
-    source: str | os.PathLike[str] | Mapping[str, object] | None = None,
-    *,
-    use_norm: bool = False,
-    depth: int = 12,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    download: bool = True,
-) -> DinoFeaturizer:
-    """DINO ViT-S/16 featurizer from the official DINO checkpoint only (``dino_deitsmall16_pretrain.pth``).
-
-    ``source``: ``None`` -> registry ``"dino_vits16"``; a registry name, URL, local file or state dict.
-    Strict on the 150 ViT tensors. With ``use_norm=True`` the ChannelNorm affine parameters are not in
-    that file and keep LayerNorm's initial values (weight 1, bias 0); load a FeatUp checkpoint with
-    :func:`load_featup_dino` for the trained ones.
-    """
-    raw = source if isinstance(source, Mapping) else _read_source(source or REGISTRY_DINO, download)
-    sd = {k[len("featurizer.") :]: v for k, v in convert_dino_state_dict(raw).items()}
-    with torch.device("meta"):
-        feat = DinoFeaturizer(depth=depth, use_norm=use_norm)
-    feat.to_empty(device="cpu")
-    if feat.channel_norm is not None:  # not in the DINO file: LayerNorm's initial values
-        sd["channel_norm.weight"] = torch.ones(feat.embed_dim)
-        sd["channel_norm.bias"] = torch.zeros(feat.embed_dim)
-    _strict_load(feat, sd, "load_dino_featurizer")
-    _finish(feat, device, dtype)
-    return feat
+        return getattr(weights, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,61 @@
+"""Checkpoints: the registry, fetching, file formats and loading of every network MEt3R uses.
+
+Layout (each concern in one place):
+
+* :mod:`.registry`: the one table of checkpoints (:data:`CHECKPOINTS`: name, source, files, licence,
+  optional SHA-256);
+* :mod:`.fetch`: one path from a source to a local file (:func:`checkpoint_file`): the Hugging Face hub
+  cache for DUSt3R/MASt3R, ``torch.hub.get_dir()/checkpoints`` for URL files; nothing is downloaded with
+  ``download=False`` or ``HF_HUB_OFFLINE=1``, a missing file raises :class:`WeightsNotFoundError` naming
+  the file, its source and the prefetch command ``met3r-download <name>``;
+* :mod:`.formats` and :mod:`.safe_load`: safetensors (+ ``config.json``), official ``.pth``, Lightning
+  ``.ckpt``, read without ever running code from a pickle;
+* :mod:`.loading`: the one strict loader; networks are built on the meta device, get a copy of the
+  checkpoint (they own their memory) and are frozen;
+* :mod:`.stereo` (:func:`load_stereo_model`) and :mod:`.features` (:func:`load_featup_dino`,
+  :func:`load_dino_featurizer`). The key mappings (checkpoint filters) live beside the models in
+  :mod:`met3r_metrics.models`, which never import this package.
+
+The DUSt3R / MASt3R weights are licensed CC BY-NC-SA 4.0 (non-commercial); this package ships no weights.
+Formats and the key mapping are documented in ``docs/weights.md``.
+"""
+
+from __future__ import annotations
+
+from ..models.dust3r import map_official_state_dict
+from .features import load_dino_featurizer, load_featup_dino
+from .fetch import WeightsNotFoundError, checkpoint_file, hub_cache_dir, torch_hub_checkpoint_dir
+from .registry import CHECKPOINTS, DINO_CHECKPOINT, FEATUP_CHECKPOINTS, CheckpointInfo
+from .safe_load import (
+    CheckpointStubWarning,
+    PickleStub,
+    UnsafeCheckpointError,
+    _restricted_pickle_module,
+    read_checkpoint_tensors,
+    restricted_allow_list,
+    safe_torch_load,
+)
+from .stereo import load_stereo_model, load_stereo_state_dict, save_stereo_files
+
+__all__ = [
+    "CHECKPOINTS",
+    "CheckpointInfo",
+    "CheckpointStubWarning",
+    "DINO_CHECKPOINT",
+    "FEATUP_CHECKPOINTS",
+    "PickleStub",
+    "UnsafeCheckpointError",
+    "WeightsNotFoundError",
+    "checkpoint_file",
+    "hub_cache_dir",
+    "load_dino_featurizer",
+    "load_featup_dino",
+    "load_stereo_model",
+    "load_stereo_state_dict",
+    "map_official_state_dict",
+    "read_checkpoint_tensors",
+    "restricted_allow_list",
+    "safe_torch_load",
+    "save_stereo_files",
+    "torch_hub_checkpoint_dir",
+]

@@ -1,0 +1,94 @@
+"""Package structure: the networks (``models/``) never import the loading layer (``weights/``), and the
+package's import graph has no cycle (render and its Triton kernel included)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "met3r_metrics"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> tuple[set[str], set[str]]:
+    """(package modules ``name`` imports anywhere, those imported only by a PEP 562 ``__getattr__`` alias)."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    alias_nodes = {id(n) for f in tree.body if isinstance(f, ast.FunctionDef) and f.name == "__getattr__"
+                   for n in ast.walk(f)}
+    found: set[str] = set()
+    via_alias: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(up + ([node.module] if node.module else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                (via_alias if id(node) in alias_nodes else found).add(target)
+    return found, via_alias - found
+
+
+def test_models_never_import_weights() -> None:
+    code = (
+        "import sys, pkgutil, importlib, met3r_metrics.models as m\n"
+        "for info in pkgutil.iter_modules(m.__path__):\n"
+        "    importlib.import_module('met3r_metrics.models.' + info.name)\n"
+        "print(sorted(k for k in sys.modules if k.startswith('met3r_metrics.weights')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_import_graph_has_no_cycle() -> None:
+    modules = _modules()
+    graph, aliases = {}, {}
+    for name, path in modules.items():
+        graph[name], aliases[name] = _imports(name, path, modules)
+    # The one compatibility alias (old import path of the feature loaders), resolved on attribute access only.
+    assert {k: v for k, v in aliases.items() if v} == {"met3r_metrics.models.featup": {"met3r_metrics.weights"}}
+    for name in modules:
+        if name.startswith("met3r_metrics.models"):
+            assert not any(d.startswith("met3r_metrics.weights") for d in graph[name]), name
+    assert "met3r_metrics.render" not in graph["met3r_metrics.kernels.composite_triton"]
+
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph[node]):
+            assert state.get(dep) != 1, f"import cycle: {' -> '.join(path[path.index(dep):] + [dep])}"
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[node] = 2
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_old_loader_import_path_is_the_weights_function() -> None:
+    from met3r_metrics import weights
+    from met3r_metrics.models import featup
+
+    assert featup.load_featup_dino is weights.load_featup_dino
+    assert featup.load_dino_featurizer is weights.load_dino_featurizer
