@@ -266,3 +266,114 @@ def test_curve_plot_labels_follow_the_pairing():
     assert _curve_labels("consecutive", 3)["xlabel"].endswith("(frame i -> i+3)")
     assert "frame 0 -> k+1" in _curve_labels("first", 1)["xlabel"] and "first" in _curve_labels("first", 1)["title"]
     assert "i < j" in _curve_labels("all", 1)["title"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_node_cmds(out: Path, data_dir: Path, tiny: list[str], port: int) -> list[list[str]]:
+    """Two torchrun launchers, one per "node", meeting on loopback (static rendezvous, gloo)."""
+    return [[sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+             "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "met3r_metrics.cli.evaluate",
+             f"data.path={data_dir}", f"output.dir={out}", "metric.batch_size=3", "output.worst_pairs=2", *tiny]
+            for rank in (0, 1)]
+
+
+def _worker_pid(out: Path, rank: int) -> int:
+    """The met3r-eval worker of global ``rank`` writing to ``out`` (torchrun starts workers in their own session)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"met3r_metrics.cli.evaluate" in cmd and f"output.dir={out}".encode() in cmd and f"RANK={rank}".encode() in env:
+            return int(proc.name)
+    raise AssertionError(f"no worker of rank {rank} found")
+
+
+def test_two_nodes_match_single_process(tiny, data_dir, single_run, tmp_path):
+    """--nnodes=2 --node_rank=0/1: sequences sharded by global rank, one summary equal to one process's."""
+    out = tmp_path / "nodes"
+    procs = [subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for cmd in _two_node_cmds(out, data_dir, tiny, _free_port())]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-2000:] for log in logs)
+    assert json.loads((out / "run_info.json").read_text())["world_size"] == 2
+    assert (out / "summary.json").read_text() == (single_run / "summary.json").read_text()
+    assert (out / "pairs.csv").read_text() == (single_run / "pairs.csv").read_text()
+
+
+def test_a_dead_node_fails_the_run_loudly_and_resume_completes_it(tiny, data_dir, single_run, tmp_path):
+    out = tmp_path / "dead"
+    cmds = _two_node_cmds(out, data_dir, tiny, _free_port())
+    slow = _env(_MET3R_EVAL_SLEEP_AFTER_SEQUENCE="3")
+    procs = [subprocess.Popen(cmd, env=slow, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True) for cmd in cmds]
+    rank_file = out / "sequences.rank1.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (rank_file.exists() and rank_file.read_bytes().count(b"\n") >= 1):
+        assert all(p.poll() is None for p in procs), [p.communicate()[0][-2000:] for p in procs]
+        time.sleep(0.1)
+    os.kill(_worker_pid(out, rank=1), signal.SIGKILL)  # rank 1 dies mid-run
+    log0 = procs[0].communicate(timeout=240)[0]
+    log1 = procs[1].communicate(timeout=60)[0]
+    assert procs[0].returncode != 0 and procs[1].returncode != 0, log0[-3000:]  # both launchers report failure
+    assert "Connection closed by peer" in log0 or "rank 1" in log0, log0[-3000:]  # loudly, naming the cause
+    assert not (out / "summary.json").exists()
+    # resume in one process: finished sequences of both ranks are kept, the rest computed
+    done = subprocess.run([sys.executable, "-m", "met3r_metrics.cli.evaluate", f"data.path={data_dir}", f"output.dir={out}",
+                           "metric.batch_size=3", "output.worst_pairs=2", *tiny], env=_env(), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["met3r"] == json.loads((single_run / "summary.json").read_text())["met3r"]
+
+
+def test_non_ascii_paths_need_hydra_quotes_as_documented(tiny, tmp_path):
+    """docs/cli.md: "data.path='/data/séquences'"; unquoted, hydra's grammar refuses it."""
+    from hydra.errors import OverrideParseException
+
+    seq = write_png_sequence(tmp_path / "séquences" / "générée 1", 2).parent
+    with pytest.raises(OverrideParseException):
+        compose_config([f"data.path={seq}"])
+    out = tmp_path / "résultats"
+    summary = run(compose_config([f"data.path='{seq}'", f"output.dir='{out}'", "output.plots=false", *tiny]))
+    assert summary["num_sequences_scored"] == 1 and summary["data"]["path"] == str(seq.resolve())
+    assert (out / "summary.json").is_file()
+
+
+def test_exit_status_and_one_line_errors(tiny, tmp_path):
+    """0: a score; 1: finished without any score; 2: the command was wrong (one line naming the setting)."""
+    exe = [sys.executable, "-m", "met3r_metrics.cli.evaluate"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*exe, *args], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    bad = tmp_path / "bad"
+    (bad / "broken.mp4").parent.mkdir()
+    (bad / "broken.mp4").write_bytes(b"not a video")
+    write_png_sequence(bad / "one_frame", 1)
+    done = cli(f"data.path={bad}", f"output.dir={tmp_path / 'o1'}", *tiny)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "no sequence got a score (2 failed, 0 without overlap)" in done.stderr
+    assert json.loads((tmp_path / "o1" / "summary.json").read_text())["met3r"] is None
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # unreadable: ELOOP
+    cases = [
+        ([f"data.path={tmp_path / 'missing'}"], "met3r-eval: data.path: "),
+        ([f"data.path={loop}"], "met3r-eval: data.path: "),
+        ([f"data.path={bad}", "metric.radius=inf"], "met3r-eval: metric.radius: expected a finite float in (0, 2], got inf"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([f"data.path={bad}", "runtime.device=cuda"], "met3r-eval: runtime.device: expected auto or cpu"))
+    for args, message in cases:
+        done = cli(*tiny, *args)  # later overrides win
+        assert done.returncode == 2, (args, done.stderr[-2000:])
+        assert done.stderr.strip().splitlines()[-1].startswith(message), (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr, (args, done.stderr[-2000:])

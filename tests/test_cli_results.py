@@ -50,17 +50,28 @@ def test_summary_statistics():
     assert s["num_sequences"] == 3 and s["num_sequences_scored"] == 2 and s["num_sequences_without_score"] == 1
     assert s["num_errors"] == 1 and s["errors"][0]["sequence"] == "d"
     std = math.sqrt(((0.2 - 0.3) ** 2 + (0.4 - 0.3) ** 2) / 1)
-    half = 12.706 * std / math.sqrt(2)
-    assert math.isclose(s["met3r_std"], std) and math.isclose(s["met3r_ci95"][1], 0.3 + half)
+    assert math.isclose(s["met3r_std"], std)
+    lo, hi = s["met3r_ci95"]  # bootstrap of two values: within [0.2, 0.4], around the mean
+    assert 0.2 <= lo < 0.3 < hi <= 0.4 and "bootstrap" in s["ci95_method"]
     json.dumps(s)  # plain JSON
     csv = res.pairs_csv_text(recs)
     assert csv.splitlines()[0] == "sequence,i,j,score,overlap"
     assert "b,1,2,nan,0.5" in csv and len(csv.splitlines()) == 1 + 6
 
 
-def test_t_critical_values():
-    assert res.t_critical_975(1) == 12.706 and res.t_critical_975(30) == 2.042
-    assert abs(res.t_critical_975(60) - 2.000) < 2e-3 and abs(res.t_critical_975(10**6) - 1.96) < 1e-3
+def test_ci_respects_the_range_and_is_reproducible():
+    """Small positive scores with one outlier: a Student-t interval goes below 0 (a MEt3R mean cannot)."""
+    values = [0.001] * 9 + [0.5]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / 9)
+    assert mean - 2.262 * std / math.sqrt(10) < 0  # what the old interval reported
+    lo, hi = res.bootstrap_ci95(values)
+    assert 0.001 <= lo <= mean <= hi <= 0.5
+    assert res.bootstrap_ci95(values) == [lo, hi]  # fixed seed: identical in every process
+    assert res.bootstrap_ci95([0.3]) is None
+    many = [0.01 * (k % 7) for k in range(5000)]  # chunked resampling for large runs
+    lo, hi = res.bootstrap_ci95(many)
+    assert lo < sum(many) / len(many) < hi and hi - lo < 0.002
 
 
 def test_shard_round_robin_covers_everything():

@@ -175,6 +175,7 @@ def validate(conf: dict[str, Any]) -> Settings:
     data, runtime, output = conf["data"], conf["runtime"], conf["output"]
     if data.get("path") in (None, "", "???"):
         raise ConfigError("data.path: expected a folder of sequences, a video, or a .pt/.npz file, got nothing (set data.path=...)")
+    _check_path(str(data["path"]))
     settings = metric_settings(conf["metric"])
     if data["value_range"] not in VALUE_RANGES:
         raise _err("data.value_range", f"one of {VALUE_RANGES}", data["value_range"])
@@ -197,6 +198,18 @@ def validate(conf: dict[str, Any]) -> Settings:
     _int_at_least("output.max_curves", output["max_curves"], 0)
     _int_at_least("output.worst_pairs", output["worst_pairs"], 0)
     return settings
+
+
+def _check_path(path: str) -> None:
+    import os
+    from pathlib import Path
+
+    try:
+        resolved = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # missing, a symlink loop, a component that is not a folder
+        raise _err("data.path", "an existing file or folder", f"{path} ({type(err).__name__}: {err})") from None
+    if not os.access(resolved, os.R_OK | (os.X_OK if resolved.is_dir() else 0)):
+        raise _err("data.path", "a readable file or folder", f"{path} (permission denied)")
 
 
 def _check_device(device: str) -> None:

@@ -27,7 +27,8 @@ __all__ = [
     "merge_records",
     "pairs_csv_text",
     "summarize",
-    "t_critical_975",
+    "bootstrap_ci95",
+    "CI95_METHOD",
 ]
 
 
@@ -128,22 +129,31 @@ def _num(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-# Two-sided 95% Student-t critical values t_{0.975, df} for df = 1..30.
-_T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)
+#: How the 95 % intervals in summary.json are computed (recorded there as ``ci95_method``).
+CI95_METHOD = "percentile bootstrap of the mean: 2000 resamples, torch.Generator seed 0 (inside the range of the values)"
+_RESAMPLES = 2000
 
 
-def t_critical_975(df: int) -> float:
-    """Student-t 97.5% quantile (table up to 30 dof, Cornish-Fisher expansion beyond)."""
-    if df < 1:
-        return float("nan")
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959963984540054
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+def bootstrap_ci95(values: Sequence[float], resamples: int = _RESAMPLES, seed: int = 0) -> list[float] | None:
+    """95 % percentile-bootstrap interval of the mean of ``values`` (None for fewer than 2 values).
+
+    Unlike a Student-t interval it never leaves the range of the values (a MEt3R mean cannot go below
+    0), and with a fixed seed it is the same in every process, so 1- and N-process summaries agree.
+    """
+    import torch
+
+    n = len(values)
+    if n < 2:
+        return None
+    x = torch.tensor(values, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    chunk = max(1, min(resamples, (1 << 22) // n))  # bounded memory for large runs
+    means = []
+    for start in range(0, resamples, chunk):
+        idx = torch.randint(n, (min(chunk, resamples - start), n), generator=gen)
+        means.append(x[idx].mean(1))
+    lo, hi = torch.quantile(torch.cat(means), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return [lo, hi]
 
 
 def _mean_std_ci(values: Sequence[float]) -> dict[str, Any]:
@@ -154,8 +164,7 @@ def _mean_std_ci(values: Sequence[float]) -> dict[str, Any]:
     if n == 1:
         return {"mean": mean, "std": None, "ci95": None, "n": 1}
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_critical_975(n - 1) * std / math.sqrt(n)
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "n": n}
+    return {"mean": mean, "std": std, "ci95": bootstrap_ci95(values), "n": n}
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -186,10 +195,11 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "met3r": seq["mean"],  # headline: mean over sequences of per-sequence means
         "met3r_std": seq["std"],  # std over sequences
-        "met3r_ci95": seq["ci95"],  # Student-t 95% CI of the mean over sequences
+        "met3r_ci95": seq["ci95"],  # 95% bootstrap CI of the mean over sequences (CI95_METHOD)
         "pair_mean": pair["mean"],
         "pair_std": pair["std"],
-        "pair_ci95": pair["ci95"],
+        "pair_ci95": pair["ci95"],  # treats pairs as independent (they are not within a sequence): narrower
+        "ci95_method": CI95_METHOD,
         "mean_overlap": (math.fsum(overlaps) / len(overlaps)) if overlaps else None,
         "num_sequences": len(ok),
         "num_sequences_scored": len(seq_scores),
