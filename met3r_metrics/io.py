@@ -72,9 +72,7 @@ __all__ = [
     "select_frames",
     "check_or_resize",
     "resize_views",
-    "to_unit_range",
     "decoder_versions",
-    "iter_pairs",
 ]
 
 log = logging.getLogger(__name__)
@@ -852,38 +850,6 @@ def select_frames(views: torch.Tensor, *, stride: int = 1, start: int = 0, max_f
     return views[:max_frames] if max_frames is not None else views
 
 
-def to_unit_range(views: torch.Tensor, value_range: str = "auto") -> torch.Tensor:
-    """Any supported input -> float32 in [0, 1], deciding ``auto`` on ``views`` alone.
-
-    Superseded by :func:`prepare_views`, which decides once per tensor file: deciding per
-    sequence misreads a [-1, 1] sequence without negative values as [0, 1].
-
-    ``value_range``: ``"uint8"`` (0..255), ``"01"``, ``"-11"``, or ``"auto"``: uint8 tensors are
-    0..255; float tensors are [-1, 1] if any value is negative, else [0, 1] (values above 1 are an
-    error in auto mode rather than a silent guess).
-    """
-    if value_range == "auto":
-        if views.dtype == torch.uint8:
-            value_range = "uint8"
-        elif bool((views < 0).any()):
-            value_range = "-11"
-        else:
-            if float(views.max()) > 1.0 + 1e-3:
-                raise ValueError(
-                    "float frames with values above 1: set data.value_range=uint8 (0..255) explicitly"
-                )
-            value_range = "01"
-    if value_range == "uint8":
-        out = views.float() / 255.0
-    elif value_range == "01":
-        out = views.float()
-    elif value_range == "-11":
-        out = (views.float() + 1.0) / 2.0
-    else:
-        raise ValueError(f"value_range must be auto, uint8, 01 or -11; got {value_range!r}")
-    return out.clamp_(0.0, 1.0)
-
-
 def _parse_size(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -1190,7 +1156,7 @@ def iter_prepared(
 
 
 # ---------------------------------------------------------------------------------------------
-# Provenance and pairs
+# Provenance
 
 
 def decoder_versions() -> dict[str, str | None]:
@@ -1216,19 +1182,3 @@ def decoder_versions() -> dict[str, str | None]:
     for name in ("libavcodec", "libavformat", "libswscale"):
         out[name] = ".".join(str(v) for v in libs.get(name, ())) or None
     return out
-
-
-def iter_pairs(num_views: int, pairing: str = "consecutive", gap: int = 1) -> Iterator[tuple[int, int]]:
-    """Frame index pairs: ``consecutive`` (i, i+gap) as in the paper, ``first`` (0, j), ``all`` i<j."""
-    if pairing == "consecutive":
-        for i in range(num_views - gap):
-            yield i, i + gap
-    elif pairing == "first":
-        for j in range(1, num_views):
-            yield 0, j
-    elif pairing == "all":
-        for i in range(num_views):
-            for j in range(i + 1, num_views):
-                yield i, j
-    else:
-        raise ValueError(f"pairing must be 'consecutive', 'first' or 'all', got {pairing!r}")

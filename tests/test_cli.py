@@ -322,7 +322,7 @@ def test_a_dead_node_fails_the_run_loudly_and_resume_completes_it(tiny, data_dir
         time.sleep(0.1)
     os.kill(_worker_pid(out, rank=1), signal.SIGKILL)  # rank 1 dies mid-run
     log0 = procs[0].communicate(timeout=240)[0]
-    log1 = procs[1].communicate(timeout=60)[0]
+    procs[1].communicate(timeout=60)
     assert procs[0].returncode != 0 and procs[1].returncode != 0, log0[-3000:]  # both launchers report failure
     assert "Connection closed by peer" in log0 or "rank 1" in log0, log0[-3000:]  # loudly, naming the cause
     assert not (out / "summary.json").exists()

@@ -346,7 +346,8 @@ def test_value_range_is_decided_once_per_file(tmp_path):
     assert "negative values: [-1, 1]" in srcs[1].value_range_reason
     prepared = io.prepare_views(srcs[1])
     assert torch.allclose(prepared.views, (x[1] + 1) / 2) and prepared.value_range == "-11"
-    assert not torch.allclose(io.to_unit_range(srcs[1].load()), (x[1] + 1) / 2)  # the old per-sequence decision
+    # the old per-sequence decision (no negative value -> [0, 1]) would have read it as the raw values
+    assert not torch.allclose(srcs[1].load(), (x[1] + 1) / 2)
 
 
 def test_value_range_auto_reads_a_nonnegative_file_as_01(tmp_path):

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from met3r_metrics.io import RESIZE_FILTERS, VALUE_RANGES
 from met3r_metrics.settings import FIELDS, VARIANTS, Settings, resolve
 
 __all__ = [
@@ -29,9 +30,8 @@ __all__ = [
     "ConfigError",
 ]
 
-VALUE_RANGES = ("auto", "uint8", "01", "-11")
-RESIZE_FILTERS = ("bicubic", "bilinear", "area", "nearest")
 BACKENDS = ("auto", "nccl", "gloo")
+FINGERPRINTS = ("stat", "content")
 
 
 class ConfigError(ValueError):
@@ -75,6 +75,7 @@ class DataConfig:
     max_frames: Optional[int] = None  # at most this many frames per sequence (after stride)
     resize: Any = None  # null: frames as they are (size checked); int (square) or [H, W]: resized, recorded
     resize_filter: str = "bicubic"  # bicubic | bilinear (antialiased) | area | nearest
+    fingerprint: str = "stat"  # how resume notices changed inputs: stat (names, sizes, mtimes) | content (SHA-256)
 
 
 @dataclass
@@ -85,6 +86,7 @@ class RuntimeConfig:
     backend: str = "auto"  # torchrun process group: auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     progress: bool = True  # progress bars over sequences and pairs (rank 0 only)
     num_threads: Optional[int] = None  # torch CPU threads (null: torch's default)
+    num_workers: Optional[int] = None  # DataLoader workers decoding ahead (null: 2 on CUDA, 0 on CPU)
     retry_errors: bool = True  # on resume, retry sequences that failed before
     dist_timeout_min: float = 1440.0  # process-group timeout: fast ranks wait for the slowest at the end
 
@@ -189,6 +191,9 @@ def validate(conf: dict[str, Any]) -> Settings:
             raise ConfigError(f"data.resize: expected {why}, got {data['resize']!r}")
     if data["resize_filter"] not in RESIZE_FILTERS:
         raise _err("data.resize_filter", f"one of {RESIZE_FILTERS}", data["resize_filter"])
+    if data["fingerprint"] not in FINGERPRINTS:
+        raise _err("data.fingerprint", f"one of {FINGERPRINTS}", data["fingerprint"])
+    _int_at_least("runtime.num_workers", runtime["num_workers"], 0, optional=True)
     if runtime["backend"] not in BACKENDS:
         raise _err("runtime.backend", f"one of {BACKENDS}", runtime["backend"])
     _int_at_least("runtime.num_threads", runtime["num_threads"], 1, optional=True)

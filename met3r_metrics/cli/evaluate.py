@@ -24,6 +24,7 @@ Examples::
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -40,9 +41,8 @@ from met3r_metrics import io as mio
 from met3r_metrics.cli import config as mconf
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
-from met3r_metrics.cli.scoring import score_sequence, finite_mean
-from met3r_metrics.inputs import to_unit_range
-from met3r_metrics.settings import PATCH, MIN_SIDE, Settings
+from met3r_metrics.cli.scoring import finite_mean, score_sequence
+from met3r_metrics.settings import MIN_SIDE, PATCH, Settings
 
 log = logging.getLogger("met3r_eval")
 
@@ -52,6 +52,8 @@ _SLEEP_ENV = "_MET3R_EVAL_SLEEP_AFTER_SEQUENCE"
 AGGREGATION = "mean over sequences of per-sequence mean over pairs"
 #: Settings fields that do not change the numbers (to float rounding): not part of the resume check.
 _MEMORY_KNOBS = ("batch_size",)
+#: data settings that change the numbers (data.fingerprint only decides how changed inputs are noticed)
+_DATA_KEYS = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter")
 
 
 def _package_version() -> str:
@@ -68,8 +70,7 @@ def _plain(cfg: Any) -> Any:
 
 def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
     """The data settings that change the numbers (recorded and checked on resume)."""
-    keys = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter")
-    out = {k: data.get(k) for k in keys}
+    out = {k: data.get(k) for k in _DATA_KEYS}
     out["path"] = str(Path(str(data["path"])).expanduser().resolve())
     return out
 
@@ -129,27 +130,28 @@ def _clear_results(out_dir: Path) -> None:
         path.unlink()
 
 
-def _prepare_views(source: mio.SequenceSource, data: dict[str, Any], settings: Settings) -> torch.Tensor:
-    """Load a sequence and bring it to float [0, 1] at a size the settings take (explicit resize only)."""
-    views = source.load()
-    views = mio.select_frames(views, stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"])
-    views = mio.to_unit_range(views, str(data["value_range"]))
-    return mio.check_or_resize(
-        views, resize=data["resize"], filter=str(data["resize_filter"]),
+def _preparer(data: dict[str, Any], settings: Settings) -> Any:
+    """``source -> PreparedViews``: frame selection, the value range, an explicit resize or the size
+    check (the settings' frame-size rule), and the input fingerprint. Picklable, for DataLoader workers."""
+    return functools.partial(
+        mio.prepare_views,
+        frame_stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"],
+        resize=data["resize"], resize_filter=str(data["resize_filter"]),
         multiple=PATCH, height_multiple=settings.height_multiple, min_side=MIN_SIDE,
+        fingerprint_mode=str(data["fingerprint"]),
     )
 
 
 def _evaluate_sequence(
     source: mio.SequenceSource,
-    data: dict[str, Any],
+    prepared: mio.PreparedViews,
     settings: Settings,
     scorer: Any,
     pair_bar: Any,
 ) -> dict[str, Any]:
-    """One sequence -> its record (status ok), or raise (the caller records the error)."""
+    """One prepared sequence -> its record (status ok), or raise (the caller records the error)."""
     t0 = time.perf_counter()
-    views = _prepare_views(source, data, settings)
+    views = prepared.views  # (V, 3, H, W) float32 in [0, 1]
     pairs = settings.pairs(views.shape[0])
     if not pairs:
         raise ValueError(
@@ -174,8 +176,21 @@ def _evaluate_sequence(
         "pair_scores": [nan_to_none(s) for s in out.scores],
         "overlap": [nan_to_none(o) for o in out.overlap],
         "batch_size": settings.batch_size,
+        **prepared.record(),  # fingerprint, value_range, num_frames_stored, input_sizes, resized (+ video counts)
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _error_record(source: mio.SequenceSource, error: str) -> dict[str, Any]:
+    return {"sequence": source.name, "status": "error", "kind": source.kind, "path": source.path, "error": error}
+
+
+def _unchanged(record: dict[str, Any], source: mio.SequenceSource, mode: str) -> bool:
+    """Whether a finished record's inputs are still what it was computed from (its fingerprint)."""
+    try:
+        return record.get("fingerprint") == source.fingerprint(mode)
+    except (OSError, ValueError):  # unreadable now: recompute, which records the error
+        return False
 
 
 def _tqdm(disable: bool, **kwargs: Any) -> Any:
@@ -216,7 +231,7 @@ def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, s
 
 def _write_worst_pairs(
     out_dir: Path, merged: list[dict[str, Any]], sources: dict[str, mio.SequenceSource],
-    data: dict[str, Any], settings: Settings, scorer: Any, k: int,
+    prepare: Any, settings: Settings, scorer: Any, k: int,
 ) -> None:
     """Recompute the k worst pairs with score maps and draw them (rank 0, after the merge)."""
     from met3r_metrics.plotting import plot_pair_maps
@@ -233,7 +248,7 @@ def _write_worst_pairs(
         return
     v1, v2, maps, masks, scores, titles = [], [], [], [], [], []
     for _, name, (i, j) in ranked:
-        views = _prepare_views(sources[name], data, settings)
+        views = prepare(sources[name]).views
         out = score_sequence(views, [(i, j)], settings, scorer, normalize=True, return_maps=True)
         v1.append(views[i]), v2.append(views[j])
         maps.append(out.score_maps[0]), masks.append(out.masks[0])
@@ -273,9 +288,11 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
     out_dir = Path(str(output["dir"])).expanduser()
     try:
         try:
-            sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"))
+            sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"),
+                                             value_range=str(data["value_range"]))
         except (OSError, ValueError, KeyError) as err:
             raise SystemExit(f"met3r-eval: data.path: {err}") from None
+        prepare = _preparer(data, settings)
         fingerprint = _fingerprint(settings, data)
 
         # Phase 1 (before the barrier): rank 0 owns the shared files, each rank its own file.
@@ -296,26 +313,41 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
         mdist.barrier(info)  # every file repaired before anyone reads them all
 
         # Phase 2: the same todo list on every rank, then this rank's round-robin share.
-        previous = _read_all_records(out_dir)
-        retry = bool(runtime["retry_errors"])
-        done = {r["sequence"] for r in previous if r.get("status") == "ok" or not retry}
-        todo = [s for s in sources if s.name not in done]
+        # A finished record is kept only while its inputs are unchanged (fingerprint); regenerated
+        # samples in the same folder are recomputed, never reported with their old scores.
+        previous = res.merge_records(_read_all_records(out_dir), [s.name for s in sources])
+        by_name = {r["sequence"]: r for r in previous}
+        retry, mode = bool(runtime["retry_errors"]), str(data["fingerprint"])
+        todo, changed = [], []
+        for source in sources:
+            rec = by_name.get(source.name)
+            if rec is None or (rec.get("status") != "ok" and retry):
+                todo.append(source)
+            elif rec.get("status") == "ok" and not _unchanged(rec, source, mode):
+                todo.append(source)
+                changed.append(source.name)
         mine = mdist.shard(todo, info.rank, info.world_size)
         if info.is_main:
-            log.info("%d sequences: %d done before, %d to do over %d process(es)", len(sources), len(sources) - len(todo), len(todo), info.world_size)
+            log.info("%d sequences: %d done before, %d to do (%d of them because their inputs changed) over %d process(es)",
+                     len(sources), len(sources) - len(todo), len(todo), len(changed), info.world_size)
 
         show = bool(runtime["progress"]) and info.is_main
         seq_bar = _tqdm(not show, total=len(mine), desc="sequences", unit="seq", position=0)
         pair_bar = _tqdm(not show, total=0, desc="pairs", unit="pair", position=1, leave=False)
         sleep_s = float(os.environ.get(_SLEEP_ENV, "0") or 0)
         scorer = _build_scorer(settings, info.device) if mine else None
-        for source in mine:
-            try:
-                record = _evaluate_sequence(source, data, settings, scorer, pair_bar)
-            except Exception as err:  # noqa: BLE001 - one bad input must not end the run
-                hint = " (lower metric.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
-                record = {"sequence": source.name, "status": "error", "kind": source.kind, "path": source.path,
-                          "error": f"{type(err).__name__}: {err}{hint}"}
+        workers = _num_workers(runtime, info.device)
+        # decoding runs in DataLoader workers (in order) while this process scores
+        for source, prepared in mio.iter_prepared(mine, prepare, num_workers=workers):
+            if isinstance(prepared, mio.SequenceError):
+                record = _error_record(source, str(prepared))
+            else:
+                try:
+                    record = _evaluate_sequence(source, prepared, settings, scorer, pair_bar)
+                except Exception as err:  # noqa: BLE001 - one bad input must not end the run
+                    hint = " (lower metric.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
+                    record = _error_record(source, f"{type(err).__name__}: {err}{hint}")
+            if record["status"] != "ok":
                 log.warning("skipping %s: %s", source.name, record["error"])
             res.append_jsonl(own_file, record)
             if seq_bar is not None:
@@ -329,9 +361,17 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
         mdist.barrier(info)  # all shards finished
         if not info.is_main:
             return None
-        return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start)
+        return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start, prepare, changed)
     finally:
         mdist.teardown(info)
+
+
+def _num_workers(runtime: dict[str, Any], device: torch.device) -> int:
+    """runtime.num_workers, or by default 2 decoding workers next to a GPU (none on CPU, where the
+    scoring itself uses the cores)."""
+    if runtime.get("num_workers") is not None:
+        return int(runtime["num_workers"])
+    return 2 if device.type == "cuda" else 0
 
 
 def _build_scorer(settings: Settings, device: torch.device) -> Any:
@@ -352,11 +392,14 @@ def _build_scorer(settings: Settings, device: torch.device) -> Any:
 
 def _finalize(
     out_dir: Path, sources: list[mio.SequenceSource], conf: dict[str, Any], settings: Settings,
-    fingerprint: dict[str, Any], info: mdist.DistInfo, t_start: float,
+    fingerprint: dict[str, Any], info: mdist.DistInfo, t_start: float, prepare: Any, changed: list[str],
 ) -> dict[str, Any]:
     """Rank 0: merge every rank's records into sequences.jsonl, then derive the other outputs."""
     output = conf["output"]
-    merged = res.merge_records(_read_all_records(out_dir), [s.name for s in sources])
+    # the records of this data: sequences removed from the folder since an earlier run are left out
+    names = {s.name for s in sources}
+    merged = res.merge_records(_read_all_records(out_dir), [s.name for s in sources], latest=changed)
+    merged = [r for r in merged if r["sequence"] in names]
     # Atomic rewrite first, then drop the rank files: a crash in between loses nothing.
     res.atomic_write_text(out_dir / "sequences.jsonl", "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in merged))
     for path in out_dir.glob("sequences.rank*.jsonl"):
@@ -368,7 +411,7 @@ def _finalize(
         "aggregation": AGGREGATION,
         "settings": settings.to_dict(),
         "batch_sizes_used": sorted({int(r["batch_size"]) for r in merged if "batch_size" in r}),
-        "data": fingerprint["data"],
+        "data": {**fingerprint["data"], "fingerprint": conf["data"]["fingerprint"], **_value_range_decision(sources)},
         "package_version": _package_version(),
         "torch_version": torch.__version__,
     })
@@ -383,11 +426,19 @@ def _finalize(
     if int(output["worst_pairs"]) > 0:
         try:
             scorer = _build_scorer(settings, info.device)
-            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, conf["data"], settings, scorer, int(output["worst_pairs"]))
+            _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, prepare, settings, scorer, int(output["worst_pairs"]))
         except ImportError as err:
             log.warning("worst-pair maps skipped: %s", err)
     _report(summary, out_dir)
     return summary
+
+
+def _value_range_decision(sources: list[mio.SequenceSource]) -> dict[str, Any]:
+    """How a tensor file's values were read (decided once per file, at discovery)."""
+    tensor = [s for s in sources if s.kind == "tensor"]
+    if not tensor:
+        return {}
+    return {"value_range_resolved": {"value_range": tensor[0].value_range, "reason": tensor[0].value_range_reason}}
 
 
 def _report(summary: dict[str, Any], out_dir: Path) -> None:

@@ -93,16 +93,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def merge_records(records: Iterable[dict[str, Any]], order: Sequence[str]) -> list[dict[str, Any]]:
+def merge_records(
+    records: Iterable[dict[str, Any]], order: Sequence[str], *, latest: Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """One record per sequence (an ``ok`` record beats an error; later beats earlier), in ``order``.
 
+    For the names in ``latest`` (sequences recomputed because their inputs changed) the last record
+    wins whatever its status: an old score of other inputs must never survive a failed recompute.
     Sequences not in ``order`` (e.g. removed from the data folder since) go last, by name.
     """
+    latest = set(latest)
     best: dict[str, dict[str, Any]] = {}
     for rec in records:
         name = rec["sequence"]
         old = best.get(name)
-        if old is None or rec.get("status") == "ok" or old.get("status") != "ok":
+        if old is None or name in latest or rec.get("status") == "ok" or old.get("status") != "ok":
             best[name] = rec
     rank = {name: k for k, name in enumerate(order)}
     return sorted(best.values(), key=lambda r: (rank.get(r["sequence"], len(rank)), r["sequence"]))
