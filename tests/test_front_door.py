@@ -255,3 +255,9 @@ def test_entry_points_share_one_path(kw, monkeypatch):
     s = m.settings
     cli_scoring.score_sequence((x[0] + 1) / 2, s.pairs(3), s, get_scorer(s))
     assert calls == [False, False, True]
+
+
+def test_non_square_warning_names_both_spellings(kw):
+    x = torch.rand(1, 2, 3, 64, 96) * 2 - 1
+    with pytest.warns(UserWarning, match=r"pass img_size=None \(met3r-eval: metric.img_size=input\)"):
+        met3r(x, **kw)

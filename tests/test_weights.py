@@ -13,6 +13,8 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+
+from met3r_metrics.weights import fetch
 import torch
 from safetensors.torch import save_file
 
@@ -408,6 +410,7 @@ def test_url_checkpoints_cached(caches):
 
 def test_url_download_goes_to_torch_hub_cache(caches, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(fetch, "_unreachable", lambda host: None)  # the network probe: as if online
     calls = []
 
     def fake_download(url, dst, hash_prefix=None, progress=True):
@@ -423,6 +426,7 @@ def test_url_download_goes_to_torch_hub_cache(caches, monkeypatch):
 
 def test_failed_download_is_a_clear_error(caches, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(fetch, "_unreachable", lambda host: None)  # the network probe: as if online
 
     def no_network(url, dst, hash_prefix=None, progress=True):
         raise urllib.error.URLError("Name or service not known")

@@ -117,6 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             path = weights.checkpoint_file(name, download=True)
             print(f"{name}: {path}")
+        except weights.WeightsNotFoundError as err:
+            failed += 1
+            # this *is* the prefetch command: say what stops it, not "run met3r-download"
+            fix = ("unset HF_HUB_OFFLINE (met3r-download needs network access)" if "HF_HUB_OFFLINE" in err.reason
+                   else "run it where there is network access, then copy the cache folder shown")
+            print(f"{name}: FAILED: {err.what} could not be downloaded ({err.reason}); {fix}. "
+                  f"Looked in: {', '.join(err.searched)}", file=sys.stderr)
         except Exception as err:  # noqa: BLE001 - report every failure, then exit non-zero
             failed += 1
             print(f"{name}: FAILED: {err}", file=sys.stderr)

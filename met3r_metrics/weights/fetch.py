@@ -15,6 +15,8 @@ its source, the places searched and the command that prefetches it.
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -37,7 +39,16 @@ Getter = Callable[[bool], "Path | None"]
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """A checkpoint is not available locally and could not (or must not) be downloaded."""
+    """A checkpoint is not available locally and could not (or must not) be downloaded.
+
+    Attributes (besides the message): ``what`` (the file), ``reason`` (why it was not fetched),
+    ``searched`` (where it was looked for), so that callers such as ``met3r-download`` can phrase
+    their own advice.
+    """
+
+    def __init__(self, message: str, *, what: str = "", reason: str = "", searched: Iterable[Path] = ()) -> None:
+        super().__init__(message)
+        self.what, self.reason, self.searched = what, reason, [str(p) for p in searched]
 
 
 def hub_cache_dir() -> Path:
@@ -100,34 +111,63 @@ def _url(url: str, dst: Path, sha256: str | None) -> Getter:
     return get
 
 
+def _hub_host() -> str:
+    from huggingface_hub import constants
+
+    return urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def _unreachable(host: str, timeout: float = 3.0) -> str | None:
+    """Why ``host`` (or the HTTPS proxy, when one is set) cannot be reached, or None.
+
+    One TCP connection attempt with a short timeout: without it, a machine without network waits
+    through the hub client's retries (about 25 s) before saying the same thing.
+    """
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(k)), None)
+    target, port = host, 443
+    if proxy:
+        parsed = urllib.parse.urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        target, port = parsed.hostname or host, parsed.port or 8080
+    try:
+        socket.create_connection((target, port), timeout=timeout).close()
+    except OSError as err:
+        return f"no network access: {target}:{port} is unreachable ({type(err).__name__}: {err})"
+    return None
+
+
 def _fetch(
-    get: Getter, download: bool, *, what: str, source: str, searched: Iterable[Path], command: str, also: str = "",
+    get: Getter, download: bool, *, what: str, source: str, searched: Iterable[Path], command: str, host: str,
+    argument: str = "a local file path", also: str = "",
 ) -> Path:
     """The one download path: the local file if there is one, else a download if allowed, else a clear error."""
     found = get(True)
     if found is not None:
         return found
+    searched = list(searched)
     if not download:
         reason = "download=False was given"
     elif _offline():
         reason = "downloads are disabled by HF_HUB_OFFLINE=1"
+    elif (why := _unreachable(host)) is not None:
+        reason = why
     else:
         try:
             return get(False)  # type: ignore[return-value]  # allowed to fetch: the file, or it raises
         except Exception as err:  # network errors, missing repo, auth, hash mismatch: all mean "not available"
             reason = f"the download failed: {type(err).__name__}: {err}"
-            raise _not_found(what, source, searched, reason, command, also) from err
-    raise _not_found(what, source, searched, reason, command, also)
+            raise _not_found(what, source, searched, reason, command, argument, also) from err
+    raise _not_found(what, source, searched, reason, command, argument, also)
 
 
 def _not_found(
-    what: str, source: str, searched: Iterable[Path], reason: str, command: str, also: str,
+    what: str, source: str, searched: list[Path], reason: str, command: str, argument: str, also: str,
 ) -> WeightsNotFoundError:
     places = ", ".join(str(p) for p in searched)
     return WeightsNotFoundError(
         f"{what} is not available locally ({reason}). It comes from {source}. Looked in: {places}. "
         f"Prefetch it with `{command}` (where there is network access; the file lands in the cache shown), "
-        f"or pass a local file path instead.{also}"
+        f"or pass {argument} instead.{also}",
+        what=what, reason=reason, searched=searched,
     )
 
 
@@ -149,17 +189,19 @@ def checkpoint_file(name: str, *, download: bool = True) -> Path:
     """
     info = get_checkpoint(name)
     what = f"checkpoint '{name}' ({info.filename})"
+    argument = "a local file with backbone_weights=" if info.kind == "stereo" else "a local file with feature_weights="
     pth = torch_hub_checkpoint_dir() / info.cache_name
     from_url = _url(info.url, pth, info.sha256)
     if info.hf_repo_id is None:
-        return _fetch(from_url, download, what=what, source=info.url, searched=[pth], command=info.prefetch_command)
+        return _fetch(from_url, download, what=what, source=info.url, searched=[pth], command=info.prefetch_command,
+                      host=_url_host(info.url), argument=argument)
     from_hub = _hub(info.hf_repo_id)
     local = from_hub(True) or from_url(True)  # hub cache first, then an official .pth already in torch hub's folder
     if local is not None:
         return local
     return _fetch(
         from_hub, download, what=what, source=f"Hugging Face repo {info.hf_repo_id}",
-        searched=[_repo_dir(info.hf_repo_id)], command=info.prefetch_command,
+        searched=[_repo_dir(info.hf_repo_id)], command=info.prefetch_command, host=_hub_host(), argument=argument,
         also=f" The official file {info.url} placed at {pth} also works.",
     )
 
@@ -168,7 +210,7 @@ def hub_file(repo_id: str, *, download: bool = True) -> Path:
     """``model.safetensors`` (``config.json`` beside it) of any Hugging Face repo, from the cache or downloaded."""
     return _fetch(
         _hub(repo_id), download, what=f"Hugging Face repo '{repo_id}'", source=f"Hugging Face repo {repo_id}",
-        searched=[_repo_dir(repo_id)], command=f"hf download {repo_id} {' '.join(HF_FILES)}",
+        searched=[_repo_dir(repo_id)], command=f"hf download {repo_id} {' '.join(HF_FILES)}", host=_hub_host(),
     )
 
 
@@ -179,4 +221,9 @@ def url_file(url: str, *, download: bool = True) -> Path:
         return checkpoint_file(info.name, download=download)
     dst = torch_hub_checkpoint_dir() / os.path.basename(url.split("?")[0])
     command = f"python -c \"import torch; torch.hub.download_url_to_file('{url}', '{dst}')\""
-    return _fetch(_url(url, dst, None), download, what=f"file {dst.name}", source=url, searched=[dst], command=command)
+    return _fetch(_url(url, dst, None), download, what=f"file {dst.name}", source=url, searched=[dst], command=command,
+                  host=_url_host(url))
+
+
+def _url_host(url: str) -> str:
+    return urllib.parse.urlparse(url).hostname or url
