@@ -52,12 +52,28 @@ def main() -> None:
     res["grad_abs_sum"] = float(x.grad.abs().sum())
     res["score_maps_shape"] = list(out.score_maps.shape)
 
+    # one GPU, one cache entry: "cuda" and "cuda:0" are the same scorer (and weights)
+    from met3r_metrics import Settings
+    from met3r_metrics.scorer import get_scorer
+
+    s = Settings.official(**kw)
+    res["cuda_and_cuda0_share_one_scorer"] = get_scorer(s, "cuda") is get_scorer(s, "cuda:0")
+    # precision pins TF32 per call: a caller's global TF32 does not change an fp32 number
+    ref = met3r(seqs.cuda(), **kw)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    res["fp32_under_global_tf32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw) - ref).abs().max())
+    res["tf32_setting_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="tf32") - ref).abs().max())
+    res["global_tf32_restored"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
     import lightning as L
+    from torchmetrics.image.fid import FrechetInceptionDistance
 
     from lightning_callbacks import MEt3RCallback
     from lightning_callbacks.testing import ToyImageDataset, ToyViewGenerator, TinyFeatureExtractor
 
-    cb = MEt3RCallback(metric_kwargs=kw, fid_feature=TinyFeatureExtractor(), num_plot_pairs=0)
+    fid = FrechetInceptionDistance(feature=TinyFeatureExtractor(), normalize=True)
+    cb = MEt3RCallback(metric_kwargs=kw, metrics={"fid": fid}, num_plot_pairs=0)
     model = ToyViewGenerator(num_views=2)
     data = torch.utils.data.DataLoader(ToyImageDataset(4), batch_size=2)
     trainer = L.Trainer(accelerator="gpu", devices=1, max_epochs=1, limit_train_batches=2, limit_val_batches=2,
