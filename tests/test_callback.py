@@ -428,3 +428,12 @@ def test_default_fid_only_where_its_dependency_is_installed() -> None:
     cb = MEt3RCallback(fid=False)
     cb._add_default_metrics()
     assert cb.metrics == {} and cb.fid_metric is None
+
+
+def test_import_without_the_lightning_extra_names_it() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['lightning'] = None\ntry:\n    import lightning_callbacks\nexcept ImportError as e:\n    print(e)\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "lightning_callbacks needs Lightning: pip install 'met3r-metrics[lightning]'", out.stderr

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..settings import UPSAMPLERS
 from .adaptive_conv import adaptive_conv_taps
 from .dino import DinoFeaturizer, convert_dino_state_dict, unwrap_state_dict
 from .frozen import FrozenMixin, freeze
@@ -231,9 +232,6 @@ class InterpolateUpsampler(nn.Module):
         return f"mode={self.mode!r}"
 
 
-UPSAMPLERS = ("featup", "jbu", "nearest", "bilinear", "bicubic")
-
-
 def build_upsampler(name: str, dim: int = 384) -> nn.Module:
     """``"featup"``/``"jbu"`` -> :class:`JBUStack` (random init; trained weights come with
     :func:`met3r_metrics.weights.load_featup_dino`); ``"nearest"``/``"bilinear"``/``"bicubic"`` -> :class:`InterpolateUpsampler`.
@@ -243,7 +241,7 @@ def build_upsampler(name: str, dim: int = 384) -> nn.Module:
         return JBUStack(dim)
     if key in ("nearest", "bilinear", "bicubic"):
         return InterpolateUpsampler(key, dim)
-    raise ValueError(f"build_upsampler: name must be one of {', '.join(UPSAMPLERS)}, got name={name!r}")
+    raise ValueError(f"build_upsampler: name must be one of {', '.join(UPSAMPLERS)} (or jbu), got name={name!r}")
 
 
 # --------------------------------------------------------------------------------------------------
