@@ -33,3 +33,29 @@ def test_ci_runs_exactly_the_readme_setup_commands():
     ]
     assert ci_cmds[-2:] == readme_cmds
     assert "set -euo pipefail" in ci_cmds  # a failing install or test run fails CI
+
+
+def test_readme_quick_start_runs(golden_root, tmp_path):
+    """The README's quick start, as written, with the tiny test networks in place of the real weights
+    (and 2 sequences of 3 64x64 views, so that it runs on CPU)."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    import met3r_metrics
+    from met3r_metrics.testing import tiny_met3r_kwargs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"## Quick start\s+```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace("(4, 8, 3, 256, 256)", "(2, 3, 3, 64, 64)").replace("from met3r_metrics import MEt3R, met3r\n", "")
+    assert "(2, 3, 3, 64, 64)" in code  # the README's views line, made small
+    kw = tiny_met3r_kwargs(golden_root, tmp_path)
+    dust = tiny_met3r_kwargs(golden_root, tmp_path, backbone="dust3r")
+
+    def tiny_met3r(views, variant=None, **k):
+        return met3r_metrics.met3r(views, variant, **{**(dust if variant == "paper" else kw), **k})
+
+    torch.manual_seed(0)
+    exec(compile(code, "README.md quick start", "exec"), {"MEt3R": lambda **k: met3r_metrics.MEt3R(**kw, **k),
+                                                          "met3r": tiny_met3r})
