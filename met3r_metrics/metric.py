@@ -86,7 +86,7 @@ class MEt3R(Metric):
             torchmetrics kwargs (sync_on_compute, process_group, dist_sync_fn, ...).
 
     ``higher_is_better``, ``plot_lower_bound`` and ``plot_upper_bound`` follow ``distance``: PSNR
-    and SSIM are similarities (higher is better), cosine / mse / rmse dissimilarities.
+    and SSIM are similarities (higher is better), cosine / mse / rmse / lpips dissimilarities.
 
     Example:
         >>> metric = MEt3R()                       # doctest: +SKIP

@@ -10,7 +10,8 @@ Data flow for one directed pair (i, j), exactly as the official code (HEAD 3259e
    MEt3R's NDC focal ``(1 + f/w, 1 + f/h)``;
 4. both clouds, each with its frame's features, splatted into view i's camera (radius 0.01 NDC,
    10 points per pixel, render size ``img_size``);
-5. overlap mask = both renders hit; per-pixel distance; masked mean.
+5. overlap mask = both renders hit; per-pixel distance (for lpips: the LPIPS network on the renders);
+   masked mean.
 
 Each frame is encoded (ViT encoder) and featurized once however many pairs it takes part in.
 Networks are cached per process (:func:`get_scorer`), so metrics and functional calls share them.
@@ -114,6 +115,12 @@ def _load_features(upsampler: str, weights: str | None, device: torch.device) ->
     return model
 
 
+def _load_lpips(weights: str | None, device: torch.device) -> nn.Module:
+    from .weights import load_lpips
+
+    return load_lpips(weights, device=device, dtype=torch.float32, argument="lpips_weights")
+
+
 def _cached_network(key: tuple[str, ...], build: Any) -> nn.Module:
     with _LOCK:
         net = _NETWORKS.get(key)
@@ -194,17 +201,24 @@ class MEt3RScorer(nn.Module):
         stereo: DUSt3R/MASt3R with ``encode`` / ``decode_heads``.
         features: ``forward(images01 (N, 3, H, W)) -> (N, C, H, W)`` (DINO + upsampler), or None
             for the RGB distances.
+        lpips: the LPIPS network (:class:`~met3r_metrics.models.lpips.LPIPS`) for ``distance="lpips"``,
+            else None.
     """
 
-    def __init__(self, settings: Settings, stereo: nn.Module, features: nn.Module | None) -> None:
+    def __init__(
+        self, settings: Settings, stereo: nn.Module, features: nn.Module | None, lpips: nn.Module | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(settings, Settings):
             raise TypeError(f"settings: expected a met3r_metrics.Settings, got {type(settings).__name__}")
         self.settings = settings
         self.stereo = stereo
         self.features = features
+        self.lpips = lpips
         if settings.uses_features and features is None:
             raise ValueError(f"features: expected a feature network for distance={settings.distance!r}, got None")
+        if settings.distance == "lpips" and lpips is None:
+            raise ValueError("lpips: expected the LPIPS network for distance='lpips', got None")
         self.train(False)  # frozen for good, the container included
 
     # -- construction ------------------------------------------------------------------------------
@@ -225,7 +239,10 @@ class MEt3RScorer(nn.Module):
                 ("features", s.feature_backbone, s.upsampler, s.feature_weights, str(dev)),
                 lambda: _load_features(s.upsampler, s.feature_weights, dev),
             )
-        return cls(s, stereo, features)
+        lpips = None
+        if s.distance == "lpips":
+            lpips = _cached_network(("lpips", s.lpips_weights, str(dev)), lambda: _load_lpips(s.lpips_weights, dev))
+        return cls(s, stereo, features, lpips)
 
     def with_settings(self, settings: Settings) -> "MEt3RScorer":
         """This scorer's networks under other scoring knobs (render size, radius, symmetry, ...).
@@ -236,13 +253,14 @@ class MEt3RScorer(nn.Module):
         if settings == self.settings:
             return self
         if settings.network_key != self.settings.network_key:
-            fields = ("backbone", "backbone_weights", "feature_backbone", "feature_weights", "upsampler", "distance")
+            fields = ("backbone", "backbone_weights", "feature_backbone", "feature_weights", "upsampler", "distance",
+                      "lpips_weights")
             diff = [f for f in fields if getattr(settings, f) != getattr(self.settings, f)]
             raise ValueError(
                 "scorer: expected a scorer built for the requested networks, got one with "
                 + ", ".join(f"{f}={getattr(self.settings, f)!r} (requested {getattr(settings, f)!r})" for f in diff)
             )
-        return MEt3RScorer(settings, self.stereo, self.features)
+        return MEt3RScorer(settings, self.stereo, self.features, self.lpips)
 
     def train(self, mode: bool = True) -> "MEt3RScorer":
         # Frozen for good: FeatUp's Dropout2d must never become active (the official freeze=False bug).
@@ -337,7 +355,8 @@ class MEt3RScorer(nn.Module):
         renders = renders.masked_fill_(~coverage.view(2 * n, 1, rh, rw), 0.0).view(n, 2, c, rh, rw)
         mask = coverage[:, 0] & coverage[:, 1]
         score, score_map = _pair_scores(
-            renders[:, 0], renders[:, 1], mask, s.distance, cosine_eps=s.cosine_eps, mask_eps=s.mask_eps
+            renders[:, 0], renders[:, 1], mask, s.distance, cosine_eps=s.cosine_eps, mask_eps=s.mask_eps,
+            rgb_formulas=s.rgb_formulas, lpips=self.lpips,
         )
         out = {
             "score": score,

@@ -12,7 +12,8 @@ Variants (see docs/metric.md for which published numbers each reproduces) are fa
   MASt3R 512 catmlpdpt metric, DINO ViT-S/16 + FeatUp JBU, cosine, 256x256 render, one
   direction ``1 - S(I1, I2)``.
 * ``Settings.paper()``: the paper's symmetric definition ``1 - 0.5 * (S(I1, I2) + S(I2, I1))`` with
-  DUSt3R 512 DPT (the geometry network the paper text names).
+  DUSt3R 512 DPT (the geometry network the paper text names) and the standard PSNR / SSIM formulas
+  (``rgb_formulas="standard"``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "DISTANCES",
     "UPSAMPLERS",
     "PRECISIONS",
+    "RGB_FORMULAS",
     "BACKBONE_ALIASES",
     "DistanceInfo",
     "make_pairs",
@@ -53,6 +55,8 @@ FOCAL_CONVENTIONS = ("official", "pinhole")
 #: bf16: networks under bfloat16 autocast (TF32 for what stays float32). Geometry glue, splatting and
 #: distances always run in float32.
 PRECISIONS = ("fp32", "tf32", "bf16")
+#: PSNR / SSIM formulas: the official per-pixel ones (per pair), or the standard definitions.
+RGB_FORMULAS = ("official", "standard")
 
 # Bounds that keep a value from silently degenerating (an inf radius covers every pixel, a huge
 # points_per_pixel overflows the rasterizer's buffers). PyTorch3D caps points_per_pixel at 150.
@@ -73,13 +77,15 @@ class DistanceInfo(NamedTuple):
     upper_bound: float | None
 
 
-#: ``cosine`` compares upsampled DINO features (MEt3R); the others compare rendered RGB.
+#: ``cosine`` compares upsampled DINO features (MEt3R); the others compare rendered RGB (lpips through
+#: LPIPS's AlexNet trunk).
 DISTANCES: dict[str, DistanceInfo] = {
     "cosine": DistanceInfo("1 - cos", False, 0.0, 2.0),
     "mse": DistanceInfo("squared error", False, 0.0, 1.0),
     "rmse": DistanceInfo("RMSE", False, 0.0, 1.0),
     "psnr": DistanceInfo("PSNR (dB)", True, 0.0, None),
     "ssim": DistanceInfo("SSIM", True, -1.0, 1.0),
+    "lpips": DistanceInfo("LPIPS", False, 0.0, None),
 }
 
 
@@ -110,7 +116,15 @@ class Settings:
     feature_backbone: str = _knob("dino16", "feature network: dino16")
     feature_weights: str | None = _knob(None, "local FeatUp/DINO weights file; None: the official checkpoint")
     upsampler: str = _knob("featup", "feature upsampler: featup (JBU stack) | nearest | bilinear | bicubic")
-    distance: str = _knob("cosine", "per-pixel comparison: cosine (features) | mse | rmse | psnr | ssim (RGB)")
+    distance: str = _knob("cosine", "per-pixel comparison: cosine (features) | mse | rmse | psnr | ssim | lpips (RGB)")
+    rgb_formulas: str = _knob(
+        "official", "psnr/ssim formulas: official (per pair: PSNR 20 log10(255 / (mean_c |a - b| + 1e-5)), "
+        "SSIM with the pair's own data range) | standard (PSNR 10 log10(1 / masked MSE), SSIM data range 1)",
+    )
+    lpips_weights: str | None = _knob(
+        None, "AlexNet trunk of distance=lpips: registry name, https URL or local file (torchvision AlexNet or "
+        "lpips keys); None: torchvision's official file; the v0.1 linear layers ship with the package",
+    )
     img_size: int | tuple[int, int] | None = _knob(
         256, "render size: int (square), (h, w), or None (the input size; CLI: metric.img_size=input)"
     )
@@ -165,11 +179,13 @@ class Settings:
         put("backbone", BACKBONE_ALIASES.get(self.backbone.lower(), self.backbone))
         put("backbone_weights", _path_or_name("backbone_weights", self.backbone_weights))
         put("feature_weights", _path_or_name("feature_weights", self.feature_weights))
+        put("lpips_weights", _path_or_name("lpips_weights", self.lpips_weights))
         _choice("feature_backbone", self.feature_backbone, FEATURE_BACKBONES)
         up = self.upsampler.lower() if isinstance(self.upsampler, str) else self.upsampler
         put("upsampler", "featup" if up == "jbu" else up)
         _choice("upsampler", self.upsampler, UPSAMPLERS)
-        _choice("distance", self.distance, tuple(DISTANCES), " (lpips is not supported)")
+        _choice("distance", self.distance, tuple(DISTANCES))
+        _choice("rgb_formulas", self.rgb_formulas, RGB_FORMULAS)
         put("img_size", _img_size(self.img_size))
         for name in ("symmetric", "nan_on_no_overlap"):
             if not isinstance(getattr(self, name), bool):
@@ -202,7 +218,8 @@ class Settings:
     def network_key(self) -> tuple[Any, ...]:
         """What chooses the frozen networks (two settings with equal keys share them)."""
         features = (self.feature_backbone, self.feature_weights, self.upsampler) if self.uses_features else None
-        return (self.backbone, self.backbone_weights, features)
+        lpips = self.lpips_weights if self.distance == "lpips" else False
+        return (self.backbone, self.backbone_weights, features, lpips)
 
     @property
     def distance_info(self) -> DistanceInfo:
@@ -254,7 +271,8 @@ MIN_SIDE = 32
 _VARIANT_FIELDS: dict[str, dict[str, Any]] = {
     "official": {f.name: f.default for f in dataclasses.fields(Settings)},
 }
-_VARIANT_FIELDS["paper"] = {**_VARIANT_FIELDS["official"], "variant": "paper", "backbone": "dust3r_512_dpt", "symmetric": True}
+_VARIANT_FIELDS["paper"] = {**_VARIANT_FIELDS["official"], "variant": "paper", "backbone": "dust3r_512_dpt", "symmetric": True,
+                            "rgb_formulas": "standard"}
 
 #: Variant name -> factory.
 VARIANTS: dict[str, Callable[..., Settings]] = {"official": Settings.official, "paper": Settings.paper}

@@ -10,16 +10,28 @@ point at them. The networks are the ones the golden MEt3R cases were produced wi
 
 With ``img_size=64`` and ``radius=0.04`` (the golden cases' settings), inputs (B, V, 3, 64, 64)
 give plausible scores in a fraction of a second on CPU.
+
+:func:`extras_kwargs` adds the networks of ``golden/met3r_extras`` (the official lpips / psnr / ssim
+distances): for ``distance="lpips"`` the random-weight AlexNet trunk regenerated from
+``weights_recipe.json`` (every tensor's SHA-256 checked), written as a torchvision-layout ``.pth``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["tiny_met3r_kwargs", "write_tiny_stereo_checkpoint", "write_tiny_featup_checkpoint"]
+__all__ = [
+    "extras_kwargs",
+    "recipe_state_dict",
+    "tiny_met3r_kwargs",
+    "write_recipe_alexnet_checkpoint",
+    "write_tiny_featup_checkpoint",
+    "write_tiny_stereo_checkpoint",
+]
 
 _STEREO_CFGS = {"mast3r": "mast3r_catmlpdpt_tiny", "dust3r": "dust3r_dpt_tiny"}
 
@@ -87,3 +99,74 @@ def tiny_met3r_kwargs(golden_root: Path, workdir: Path, *, backbone: str = "mast
         "img_size": 64,
         "radius": 0.04,
     }
+
+
+def recipe_state_dict(golden_root: Path, net: str) -> dict[str, Any]:
+    """Regenerate the random-weight state dict ``recipes.<net>`` of ``met3r_extras/weights_recipe.json``.
+
+    ``randn`` entries are ``torch.randn(shape, generator=manual_seed(seed)) * scale + offset`` (float32),
+    ``const`` entries ``torch.full(shape, offset, dtype)``; each tensor's SHA-256 (contiguous little-endian
+    bytes) is checked against the recipe.
+
+    Raises:
+        KeyError: ``net`` is not in the recipe file.
+        ValueError: a regenerated tensor's SHA-256 differs from the recipe (naming the key).
+    """
+    import torch
+
+    recipes = json.loads((Path(golden_root) / "met3r_extras" / "weights_recipe.json").read_text())["recipes"]
+    if net not in recipes:
+        raise KeyError(f"net: expected one of {sorted(recipes)}, got {net!r}")
+    out: dict[str, Any] = {}
+    for e in recipes[net]["entries"]:
+        dtype = getattr(torch, e["dtype"])
+        if e["kind"] == "randn":
+            gen = torch.Generator().manual_seed(int(e["seed"]))
+            t = torch.randn(e["shape"], generator=gen, dtype=torch.float32) * e["scale"] + e["offset"]
+        elif e["kind"] == "const":
+            t = torch.full(e["shape"], e["offset"], dtype=dtype)
+        else:
+            raise ValueError(f"{net}.{e['key']}: expected kind 'randn' or 'const', got {e['kind']!r}")
+        t = t.to(dtype).contiguous()
+        digest = hashlib.sha256(t.numpy().tobytes()).hexdigest()
+        if digest != e["sha256"]:
+            raise ValueError(f"{net}.{e['key']}: expected SHA-256 {e['sha256']}, got {digest} (regeneration differs)")
+        out[e["key"]] = t
+    return out
+
+
+def write_recipe_alexnet_checkpoint(golden_root: Path, workdir: Path) -> Path:
+    """Write the recipe AlexNet trunk as ``<workdir>/alexnet_recipe.pth``, a plain state dict with torchvision's
+    keys (``features.<i>.weight``), as ``alexnet-owt-7be5be79.pth`` holds them; returns the file."""
+    import torch
+
+    dst = Path(workdir) / "alexnet_recipe.pth"
+    if not dst.is_file():
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        sd = {f"features.{k}": v for k, v in recipe_state_dict(golden_root, "alexnet_features").items()}
+        tmp = dst.with_suffix(".tmp")
+        torch.save(sd, tmp)
+        tmp.rename(dst)
+    return dst
+
+
+def extras_kwargs(golden_root: Path, workdir: Path, *, backbone: str = "mast3r", distance: str) -> dict[str, Any]:
+    """Keyword arguments for ``MEt3R(...)`` / ``met3r(...)`` reproducing a ``golden/met3r_extras`` case.
+
+    Args:
+        golden_root: the ``shared/golden`` directory.
+        workdir: a writable directory; checkpoints are written once and reused.
+        backbone: ``"mast3r"`` (the L1 / P1 / S1 cases). ``"raft"`` is not implemented.
+        distance: ``"lpips"``, ``"psnr"``, ``"ssim"`` (or any other distance).
+
+    Returns:
+        :func:`tiny_met3r_kwargs` plus ``distance`` and, for lpips, ``lpips_weights`` (the recipe AlexNet
+        trunk; LPIPS's linear layers are the ones shipped with the package, the released v0.1 layers).
+    """
+    if backbone != "mast3r":
+        raise ValueError(f"backbone: expected 'mast3r' (the raft backbone is not implemented), got {backbone!r}")
+    kw = tiny_met3r_kwargs(golden_root, workdir, backbone=backbone)
+    kw["distance"] = distance
+    if distance == "lpips":
+        kw["lpips_weights"] = str(write_recipe_alexnet_checkpoint(golden_root, workdir))
+    return kw

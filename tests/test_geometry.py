@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -69,7 +71,9 @@ def test_distances() -> None:
     b = a + 0.1
     assert torch.allclose(pair_scores(a, b, mask, "mse")[0], torch.full((2,), 0.01), atol=1e-6)
     assert torch.allclose(pair_scores(a, b, mask, "rmse")[0], torch.full((2,), 0.1), atol=1e-6)
-    assert torch.allclose(pair_scores(a, b, mask, "psnr")[0], torch.full((2,), 20.0), atol=1e-3)
+    assert torch.allclose(pair_scores(a, b, mask, "psnr", rgb_formulas="standard")[0], torch.full((2,), 20.0), atol=1e-3)
+    official = 20 * math.log10(255 / (0.1 + 1e-5))  # the official formula: |a - b| = 0.1 everywhere
+    assert torch.allclose(pair_scores(a, b, mask, "psnr")[0], torch.full((2,), official), atol=1e-3)
     assert torch.allclose(pair_scores(a, a, mask, "ssim")[0], torch.ones(2), atol=1e-5)
     assert pair_scores(a, b, mask, "ssim")[0].max().item() <= 1.0
     # the official masked mean gives 0 on an empty mask

@@ -138,7 +138,9 @@ def test_overrides_aliases_and_round_trip() -> None:
     "kwargs, message",
     [
         ({"variant": "nope"}, "variant: expected one of ['official', 'paper'], got 'nope'"),
-        ({"distance": "lpips"}, "distance: expected one of ('cosine', 'mse', 'rmse', 'psnr', 'ssim') (lpips is not supported), got 'lpips'"),
+        ({"distance": "vgg"}, "distance: expected one of ('cosine', 'mse', 'rmse', 'psnr', 'ssim', 'lpips'), got 'vgg'"),
+        ({"rgb_formulas": "peak1"}, "rgb_formulas: expected one of ('official', 'standard'), got 'peak1'"),
+        ({"lpips_weights": 3}, "lpips_weights: expected None, a registry name, a repo id or a local path (str / PathLike), got 3"),
         ({"upsampler": "cubic"}, "upsampler: expected one of ('featup', 'nearest', 'bilinear', 'bicubic'), got 'cubic'"),
         ({"pairing": "random"}, "pairing: expected one of ('consecutive', 'all', 'first'), got 'random'"),
         ({"img_size": 0}, "img_size: expected None, an int or a pair (h, w) of ints in [1, 8192], got 0"),

@@ -116,7 +116,7 @@ def official_string(cfg: str) -> str:
 def test_registry_entries():
     assert set(CHECKPOINTS) == {
         "dust3r_224_linear", "dust3r_512_linear", "dust3r_512_dpt", "mast3r_512_catmlpdpt_metric",
-        "dino_vits16", "featup_dino16_jbu", "featup_dino16_jbu_no_norm",
+        "dino_vits16", "featup_dino16_jbu", "featup_dino16_jbu_no_norm", "alexnet_torchvision",
     }
     for name, info in CHECKPOINTS.items():
         assert info.name == name and info.prefetch_command == f"met3r-download {name}"
@@ -133,6 +133,7 @@ def test_registry_entries():
     base = "https://marhamilresearch4.blob.core.windows.net/feature-upsampling-public/pretrained/"
     assert CHECKPOINTS["featup_dino16_jbu"].url == base + "dino16_jbu_stack_cocostuff.ckpt"
     assert CHECKPOINTS["featup_dino16_jbu_no_norm"].url == base + "no_norm/dino16_jbu_stack_cocostuff.ckpt"
+    assert CHECKPOINTS["alexnet_torchvision"].url == "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
     cache_names = [info.cache_name for info in CHECKPOINTS.values()]
     assert len(set(cache_names)) == len(cache_names)
 
@@ -387,6 +388,23 @@ def test_load_stereo_model_offline_error(caches):
         load_stereo_model("dust3r_512_dpt")
     with pytest.raises(WeightsNotFoundError, match="hf download someone/other-model"):
         load_stereo_model("someone/other-model")
+
+
+def test_lpips_trunk_from_the_registry(caches):
+    """distance='lpips' default: torchvision's AlexNet file in the torch hub cache (classifier dropped)."""
+    from met3r_metrics.models.lpips import LPIPS
+    from met3r_metrics.weights import load_lpips
+
+    with pytest.raises(WeightsNotFoundError, match=r"`met3r-download alexnet_torchvision`.*a local file with lpips_weights="):
+        load_lpips(download=False)
+    trunk = {f"features.{k}": v for k, v in LPIPS().trunk.state_dict().items()}
+    trunk["classifier.1.weight"] = torch.zeros(4096, 9216)
+    caches["ckpt"].mkdir(parents=True, exist_ok=True)
+    torch.save(trunk, caches["ckpt"] / "alexnet-owt-7be5be79.pth")
+    net = load_lpips(download=False)
+    assert torch.equal(net.trunk[10].weight, trunk["features.10.weight"]) and not net.trunk[10].weight.requires_grad
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert net(x, x).abs().max().item() == 0.0 and net(x, -x).min().item() > 0.0
 
 
 def test_download_false_never_downloads(caches, monkeypatch):

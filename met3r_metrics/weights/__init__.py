@@ -12,11 +12,12 @@ Layout (each concern in one place):
   ``.ckpt``, read without ever running code from a pickle;
 * :mod:`.loading`: the one strict loader; networks are built on the meta device, get a copy of the
   checkpoint (they own their memory) and are frozen;
-* :mod:`.stereo` (:func:`load_stereo_model`) and :mod:`.features` (:func:`load_featup_dino`,
-  :func:`load_dino_featurizer`). The key mappings (checkpoint filters) live beside the models in
+* :mod:`.stereo` (:func:`load_stereo_model`), :mod:`.features` (:func:`load_featup_dino`,
+  :func:`load_dino_featurizer`) and :mod:`.lpips` (:func:`load_lpips`). The key mappings (checkpoint filters) live beside the models in
   :mod:`met3r_metrics.models`, which never import this package.
 
-The DUSt3R / MASt3R weights are licensed CC BY-NC-SA 4.0 (non-commercial); this package ships no weights.
+The DUSt3R / MASt3R weights are licensed CC BY-NC-SA 4.0 (non-commercial); this package ships no network weights except
+LPIPS's 5 KB linear layers (BSD-2-Clause, ``met3r_metrics/data/LICENSE-lpips.txt``).
 Formats and the key mapping are documented in ``docs/weights.md``.
 """
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 
 from ..models.dust3r import map_official_state_dict
 from .features import load_dino_featurizer, load_featup_dino
+from .lpips import LPIPS_LINS_FILE, load_lpips
 from .fetch import WeightsNotFoundError, checkpoint_file, hub_cache_dir, torch_hub_checkpoint_dir
-from .registry import CHECKPOINTS, DINO_CHECKPOINT, FEATUP_CHECKPOINTS, CheckpointInfo
+from .registry import ALEXNET_CHECKPOINT, CHECKPOINTS, DINO_CHECKPOINT, FEATUP_CHECKPOINTS, CheckpointInfo
 from .safe_load import (
     CheckpointStubWarning,
     PickleStub,
@@ -38,6 +40,7 @@ from .safe_load import (
 from .stereo import load_stereo_model, load_stereo_state_dict, save_stereo_files
 
 __all__ = [
+    "ALEXNET_CHECKPOINT",
     "CHECKPOINTS",
     "CheckpointInfo",
     "CheckpointStubWarning",
@@ -47,9 +50,11 @@ __all__ = [
     "UnsafeCheckpointError",
     "WeightsNotFoundError",
     "checkpoint_file",
+    "LPIPS_LINS_FILE",
     "hub_cache_dir",
     "load_dino_featurizer",
     "load_featup_dino",
+    "load_lpips",
     "load_stereo_model",
     "load_stereo_state_dict",
     "map_official_state_dict",

@@ -39,8 +39,10 @@ def _label(source: str | os.PathLike[str] | Mapping[str, Any], argument: str) ->
 
 def _read_source(
     source: str | os.PathLike[str] | Mapping[str, Any], download: bool, argument: str,
+    kinds: tuple[str, ...] = ("dino", "featup"),
 ) -> Mapping[str, Any]:
-    """Registry name, https URL, local file or loaded state dict -> raw (possibly Lightning-nested) dict."""
+    """Registry name (of one of ``kinds``), https URL, local file or loaded state dict -> raw (possibly
+    Lightning-nested) dict."""
     if isinstance(source, Mapping):
         return source
     s = os.fspath(source)
@@ -48,7 +50,7 @@ def _read_source(
     if s.startswith(("http://", "https://")):
         path = url_file(s, download=download)
     elif not (path.exists() or os.sep in s or path.suffix in (*TORCH_SUFFIXES, ".safetensors")):
-        names = [n for n, info in CHECKPOINTS.items() if info.kind != "stereo"]
+        names = [n for n, info in CHECKPOINTS.items() if info.kind in kinds]
         if s not in names:
             raise ValueError(
                 f"{argument}: expected a registry name ({', '.join(names)}), an https URL or an existing "

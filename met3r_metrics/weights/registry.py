@@ -3,7 +3,7 @@
 Every entry can be fetched by name (:func:`met3r_metrics.weights.checkpoint_file`, ``met3r-download
 <name>``). DUSt3R / MASt3R come from the Hugging Face hub (``naver/<official name>``: ``config.json`` +
 ``model.safetensors``) or as the official ``.pth`` from Naver's server; DINO and FeatUp from their official
-URLs. This package ships no weights.
+URLs. This package ships no network weights except LPIPS's 5 KB linear layers (BSD-2-Clause, ``met3r_metrics/data``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 __all__ = [
+    "ALEXNET_CHECKPOINT",
     "CHECKPOINTS",
     "CheckpointInfo",
     "DINO_CHECKPOINT",
@@ -28,6 +29,7 @@ __all__ = [
 NAVER_LICENCE = "CC BY-NC-SA 4.0 (non-commercial use only; Naver Corporation)"
 DINO_LICENCE = "Apache-2.0 (Meta Platforms, facebookresearch/dino)"
 FEATUP_LICENCE = "MIT (Mark Hamilton et al., mhamilton723/FeatUp)"
+ALEXNET_LICENCE = "BSD-3-Clause (torchvision)"
 
 #: The files of a DUSt3R / MASt3R Hugging Face repo, in this order (the weights file last).
 HF_FILES = ("config.json", "model.safetensors")
@@ -43,7 +45,7 @@ class CheckpointInfo:
 
     Attributes:
         name: registry key (also the argument of ``met3r-download``).
-        kind: 'stereo' (DUSt3R/MASt3R), 'dino' or 'featup'.
+        kind: 'stereo' (DUSt3R/MASt3R), 'dino', 'featup' or 'alexnet' (LPIPS's trunk).
         filename: file name at the official URL.
         url: official direct download URL.
         cache_name: path of the downloaded URL file relative to ``torch.hub.get_dir()/checkpoints``.
@@ -56,7 +58,7 @@ class CheckpointInfo:
     """
 
     name: str
-    kind: Literal["stereo", "dino", "featup"]
+    kind: Literal["stereo", "dino", "featup", "alexnet"]
     filename: str
     url: str
     cache_name: str
@@ -141,8 +143,18 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
             cache_name="no_norm/dino16_jbu_stack_cocostuff.ckpt", licence=FEATUP_LICENCE,
             description="FeatUp JBU stack for dino16 without ChannelNorm (use_norm=False)",
         ),
+        CheckpointInfo(
+            name="alexnet_torchvision", kind="alexnet", filename="alexnet-owt-7be5be79.pth",
+            url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            # torchvision's own cache name: a file torchvision already downloaded is reused
+            cache_name="alexnet-owt-7be5be79.pth", licence=ALEXNET_LICENCE,
+            description="torchvision AlexNet ImageNet weights: the trunk of distance='lpips' (features only)",
+        ),
     )
 }
+
+#: The AlexNet trunk of ``distance="lpips"``.
+ALEXNET_CHECKPOINT = "alexnet_torchvision"
 
 #: FeatUp checkpoint by ``use_norm`` (MEt3R: True), and the DINO file that supplies a missing ViT.
 FEATUP_CHECKPOINTS: Mapping[bool, str] = MappingProxyType({True: "featup_dino16_jbu", False: "featup_dino16_jbu_no_norm"})
