@@ -151,7 +151,7 @@ def test_standard_forms_end_to_end(tiny_dir: Path) -> None:
     det = met3r(_sq64(), distance="psnr", rgb_formulas="standard", return_details=True, **kw)
     expected = torch.tensor(_meta()["cases"]["P1_mast3r_psnr"]["stats"]["formula_checks"]
                             ["for_contrast_standard_psnr_peak1_on_masked_mse_dB"])
-    assert (det.pair_scores[:, 0].double() - expected).abs().max().item() <= 2e-2  # render noise only
+    assert (det.pair_scores[:, 0].double() - expected).abs().max().item() <= 2e-3  # P1's end-to-end tolerance
     assert "rgb_formulas" in det.settings.overrides
     from met3r_metrics import Settings
 
