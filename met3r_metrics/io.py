@@ -30,7 +30,6 @@ Pillow is needed for images/GIFs and PyAV for mp4/webm/...; both are imported la
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
@@ -1125,11 +1124,6 @@ def _keep(item: Any) -> Any:
     return item
 
 
-def _freeze_inherited(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker's garbage collector never examines inherited objects."""
-    gc.freeze()
-
-
 def iter_prepared(
     sources: Sequence[SequenceSource],
     prepare_fn: Callable[[SequenceSource], Any] = prepare_views,
@@ -1152,15 +1146,15 @@ def iter_prepared(
         for i in range(len(dataset)):
             yield dataset.sources[i], dataset[i][1]
         return
-    # A forked worker must never free PyAV (FFmpeg) objects it inherited: libswscale's slice threads do
-    # not survive the fork, and destroying their condition variable then blocks the worker forever
-    # (seen in the test suite: a worker stuck in sws_freeContext while the GC freed a dead frame's
-    # VideoFrame). So collect the parent's cyclic garbage before forking, and let the worker's GC skip
-    # everything it inherited.
-    gc.collect()
+    # Workers start from a fresh forkserver process, not a fork of this one: a forked worker inherits
+    # PyAV (FFmpeg) objects whose libswscale slice threads do not survive the fork, and freeing one
+    # there blocks the worker forever (seen in the test suite: a worker stuck in sws_freeContext).
+    import multiprocessing
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     loader = DataLoader(
         dataset, batch_size=None, shuffle=False, num_workers=num_workers, collate_fn=_keep,
-        prefetch_factor=prefetch_factor, timeout=timeout, worker_init_fn=_freeze_inherited,
+        prefetch_factor=prefetch_factor, timeout=timeout, multiprocessing_context=method,
     )
     for expected, (index, result) in enumerate(loader):
         assert index == expected, f"DataLoader returned item {index}, expected {expected}"
