@@ -134,6 +134,11 @@ def _signature(family: str, head: str, img: Sequence[int], enc: tuple[int, int],
     return (family, head, tuple(int(v) for v in img), enc, dec)
 
 
+def _config_family(config: Any) -> str:
+    """``mast3r`` for a MASt3R (catmlp+dpt head) constructor config, else ``dust3r``."""
+    return "mast3r" if str(config["head_type"]).startswith("catmlp") else "dust3r"
+
+
 def _model_signature(stereo: nn.Module) -> tuple:
     family = "mast3r" if type(stereo).__name__ == "AsymmetricMASt3R" else "dust3r"
     enc = (len(stereo.enc_blocks), int(stereo.enc_norm.weight.shape[0]))
@@ -150,11 +155,10 @@ def stereo_identity(stereo: nn.Module) -> tuple[str | None, str]:
         cfg = info.config
         if info.kind != "stereo" or cfg is None:
             continue
-        family = "mast3r" if str(cfg["head_type"]).startswith("catmlp") else "dust3r"
-        ref = _signature(family, cfg["head_type"], cfg["img_size"], (cfg["enc_depth"], cfg["enc_embed_dim"]),
+        ref = _signature(_config_family(cfg), cfg["head_type"], cfg["img_size"], (cfg["enc_depth"], cfg["enc_embed_dim"]),
                          (cfg["dec_depth"], cfg["dec_embed_dim"]))
         if ref == sig:
-            return name, family
+            return name, sig[0]
     return None, sig[0]
 
 
@@ -171,9 +175,7 @@ def check_backbone_identity(settings: Settings, stereo: nn.Module) -> None:
 
     name, family = stereo_identity(stereo)
     requested = CHECKPOINTS.get(settings.backbone)
-    requested_family = None
-    if requested is not None and requested.config is not None:
-        requested_family = "mast3r" if str(requested.config["head_type"]).startswith("catmlp") else "dust3r"
+    requested_family = _config_family(requested.config) if requested is not None and requested.config is not None else None
     ok = settings.backbone == name if name is not None else requested_family in (None, family)
     if not ok:
         held = name or f"a custom {family} network"

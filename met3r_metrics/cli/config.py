@@ -9,6 +9,7 @@ the dataclasses below; :func:`validate` checks every value before any data is re
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -50,7 +51,7 @@ def _metric_schema() -> type:
         if f.name == "variant":
             continue
         hint = hints[f.name]
-        if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(hint) if a is not type(None)]
             hint = args[0] if len(args) == 1 else Any
         specs.append((f.name, _optional(hint), field(default=None, metadata=f.metadata)))
