@@ -13,7 +13,7 @@ Layout (each concern in one place):
 * :mod:`.loading`: the one strict loader; networks are built on the meta device, get a copy of the
   checkpoint (they own their memory) and are frozen;
 * :mod:`.stereo` (:func:`load_stereo_model`), :mod:`.features` (:func:`load_featup_dino`,
-  :func:`load_dino_featurizer`) and :mod:`.lpips` (:func:`load_lpips`). The key mappings (checkpoint filters) live beside the models in
+  :func:`load_dino_featurizer`), :mod:`.lpips` (:func:`load_lpips`) and :mod:`.raft` (:func:`load_raft`). The key mappings (checkpoint filters) live beside the models in
   :mod:`met3r_metrics.models`, which never import this package.
 
 The DUSt3R / MASt3R weights are licensed CC BY-NC-SA 4.0 (non-commercial); this package ships no network weights except
@@ -26,8 +26,16 @@ from __future__ import annotations
 from ..models.dust3r import map_official_state_dict
 from .features import load_dino_featurizer, load_featup_dino
 from .lpips import LPIPS_LINS_FILE, load_lpips
+from .raft import load_raft
 from .fetch import WeightsNotFoundError, checkpoint_file, hub_cache_dir, torch_hub_checkpoint_dir
-from .registry import ALEXNET_CHECKPOINT, CHECKPOINTS, DINO_CHECKPOINT, FEATUP_CHECKPOINTS, CheckpointInfo
+from .registry import (
+    ALEXNET_CHECKPOINT,
+    CHECKPOINTS,
+    DINO_CHECKPOINT,
+    FEATUP_CHECKPOINTS,
+    RAFT_CHECKPOINT,
+    CheckpointInfo,
+)
 from .safe_load import (
     CheckpointStubWarning,
     PickleStub,
@@ -46,6 +54,7 @@ __all__ = [
     "CheckpointStubWarning",
     "DINO_CHECKPOINT",
     "FEATUP_CHECKPOINTS",
+    "RAFT_CHECKPOINT",
     "PickleStub",
     "UnsafeCheckpointError",
     "WeightsNotFoundError",
@@ -55,6 +64,7 @@ __all__ = [
     "load_dino_featurizer",
     "load_featup_dino",
     "load_lpips",
+    "load_raft",
     "load_stereo_model",
     "load_stereo_state_dict",
     "map_official_state_dict",

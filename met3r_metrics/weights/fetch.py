@@ -189,7 +189,8 @@ def checkpoint_file(name: str, *, download: bool = True) -> Path:
     """
     info = get_checkpoint(name)
     what = f"checkpoint '{name}' ({info.filename})"
-    setting = {"stereo": "backbone_weights", "alexnet": "lpips_weights"}.get(info.kind, "feature_weights")
+    setting = {"stereo": "backbone_weights", "raft": "backbone_weights", "alexnet": "lpips_weights"}.get(
+        info.kind, "feature_weights")
     argument = f"a local file with {setting}="
     pth = torch_hub_checkpoint_dir() / info.cache_name
     from_url = _url(info.url, pth, info.sha256)

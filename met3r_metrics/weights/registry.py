@@ -16,6 +16,7 @@ from typing import Any, Literal
 __all__ = [
     "ALEXNET_CHECKPOINT",
     "CHECKPOINTS",
+    "RAFT_CHECKPOINT",
     "CheckpointInfo",
     "DINO_CHECKPOINT",
     "FEATUP_CHECKPOINTS",
@@ -30,6 +31,7 @@ NAVER_LICENCE = "CC BY-NC-SA 4.0 (non-commercial use only; Naver Corporation)"
 DINO_LICENCE = "Apache-2.0 (Meta Platforms, facebookresearch/dino)"
 FEATUP_LICENCE = "MIT (Mark Hamilton et al., mhamilton723/FeatUp)"
 ALEXNET_LICENCE = "BSD-3-Clause (torchvision)"
+RAFT_LICENCE = "BSD-3-Clause (torchvision, which trained these weights; RAFT itself: princeton-vl/RAFT, BSD-3-Clause)"
 
 #: The files of a DUSt3R / MASt3R Hugging Face repo, in this order (the weights file last).
 HF_FILES = ("config.json", "model.safetensors")
@@ -45,7 +47,7 @@ class CheckpointInfo:
 
     Attributes:
         name: registry key (also the argument of ``met3r-download``).
-        kind: 'stereo' (DUSt3R/MASt3R), 'dino', 'featup' or 'alexnet' (LPIPS's trunk).
+        kind: 'stereo' (DUSt3R/MASt3R), 'dino', 'featup', 'alexnet' (LPIPS's trunk) or 'raft' (optical flow).
         filename: file name at the official URL.
         url: official direct download URL.
         cache_name: path of the downloaded URL file relative to ``torch.hub.get_dir()/checkpoints``.
@@ -54,11 +56,12 @@ class CheckpointInfo:
         hf_repo_id: Hugging Face repo holding :data:`HF_FILES` (stereo models only; preferred over ``url``).
         config: official inference constructor kwargs (stereo models only; what ``load_model`` builds).
         model_string: the training ``--model`` string stored in the official ``.pth`` (stereo models only).
-        sha256: SHA-256 of the URL file, checked by torch's downloader when set (None: not published).
+        sha256: SHA-256 of the URL file, or a prefix of it (torchvision publishes 8 hex digits in its file names),
+            checked by torch's downloader when set (None: not published).
     """
 
     name: str
-    kind: Literal["stereo", "dino", "featup", "alexnet"]
+    kind: Literal["stereo", "dino", "featup", "alexnet", "raft"]
     filename: str
     url: str
     cache_name: str
@@ -150,11 +153,21 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
             cache_name="alexnet-owt-7be5be79.pth", licence=ALEXNET_LICENCE,
             description="torchvision AlexNet ImageNet weights: the trunk of distance='lpips' (features only)",
         ),
+        CheckpointInfo(
+            # what torchvision's raft_large(pretrained=True) loads (Raft_Large_Weights.C_T_SKHT_V2), i.e. what the
+            # official MEt3R's backbone='raft' runs
+            name="raft_large_torchvision", kind="raft", filename="raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+            url="https://download.pytorch.org/models/raft_large_C_T_SKHT_V2-ff5fadd5.pth",
+            cache_name="raft_large_C_T_SKHT_V2-ff5fadd5.pth", licence=RAFT_LICENCE, sha256="ff5fadd5",
+            description="torchvision RAFT-large optical flow (C_T_SKHT_V2): the network of backbone='raft'",
+        ),
     )
 }
 
 #: The AlexNet trunk of ``distance="lpips"``.
 ALEXNET_CHECKPOINT = "alexnet_torchvision"
+#: The optical-flow network of ``backbone="raft"``.
+RAFT_CHECKPOINT = "raft_large_torchvision"
 
 #: FeatUp checkpoint by ``use_norm`` (MEt3R: True), and the DINO file that supplies a missing ViT.
 FEATUP_CHECKPOINTS: Mapping[bool, str] = MappingProxyType({True: "featup_dino16_jbu", False: "featup_dino16_jbu_no_norm"})
