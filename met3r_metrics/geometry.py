@@ -1,4 +1,5 @@
-"""Geometry glue of MEt3R: canonical point map, focal estimate and the NDC focal for rendering.
+"""Geometry glue of MEt3R: canonical point map, focal estimate, the NDC focal for rendering, and the NDC
+camera of given pixel intrinsics (known cameras, :mod:`met3r_metrics.known_geometry`).
 
 All functions work on point maps in view 1's camera frame, OpenCV convention (+X right, +Y down,
 +Z forward), as DUSt3R/MASt3R return them (``pred1["pts3d"]``, ``pred2["pts3d_in_other_view"]``).
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["canonical_pointmap", "estimate_focal", "focal_to_ndc", "CONF_OFFSET"]
+__all__ = ["canonical_pointmap", "estimate_focal", "focal_to_ndc", "scale_intrinsics", "intrinsics_to_ndc", "CONF_OFFSET"]
 
 #: MEt3R weights each view's point by ``conf - 0.999`` (conf = 1 + exp(x) >= 1, so weights > 0).
 CONF_OFFSET = 0.999
@@ -76,3 +77,45 @@ def focal_to_ndc(focal_px: Tensor, height: int, width: int, convention: str = "o
     if convention == "pinhole":
         return focal_px * (2.0 / min(height, width))
     raise ValueError(f"convention: expected 'official' or 'pinhole', got {convention!r}")
+
+
+def scale_intrinsics(intrinsics_px: Tensor, size: tuple[int, int], new_size: tuple[int, int]) -> Tensor:
+    """Pixel intrinsics (fx, fy, cx, cy) of an (H, W) image -> those of the same camera at (h, w).
+
+    Pixel centres are at integer coordinates (OpenCV: pixel (row, col) is (u, v) = (col, row)), so a
+    coordinate maps as ``u' = (u + 0.5) * w / W - 0.5``.
+
+    Args:
+        intrinsics_px: (N, 4) float (fx, fy, cx, cy) in pixels of ``size``.
+        size: (H, W) the intrinsics belong to; new_size: (h, w) wanted.
+
+    Returns:
+        (N, 4) (fx', fy', cx', cy').
+    """
+    (h0, w0), (h1, w1) = size, new_size
+    sx, sy = w1 / w0, h1 / h0
+    fx, fy, cx, cy = intrinsics_px.unbind(-1)
+    return torch.stack((fx * sx, fy * sy, (cx + 0.5) * sx - 0.5, (cy + 0.5) * sy - 0.5), dim=-1)
+
+
+def intrinsics_to_ndc(intrinsics_px: Tensor, render_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Pixel intrinsics of the render grid -> the renderer's NDC focal and principal point.
+
+    The renderer (PyTorch3D's NDC, +X left, +Y up, the short side S = min(h, w) spanning [-1, 1]) samples
+    column j at x = (w - 1 - 2 j) / S and row i at y = (h - 1 - 2 i) / S. A camera-frame point (X, Y, Z)
+    falls on pixel u = fx X / Z + cx (integer u = a pixel centre), so in NDC x = fx_ndc * (-X / Z) + px with
+    ``fx_ndc = 2 fx / S`` and ``px = (w - 1 - 2 cx) / S`` (the same for y with fy, cy, h).
+
+    Args:
+        intrinsics_px: (N, 4) (fx, fy, cx, cy) in pixels of the render grid (see :func:`scale_intrinsics`).
+        render_size: (h, w).
+
+    Returns:
+        focal_ndc (N, 2), principal_point_ndc (N, 2).
+    """
+    h, w = render_size
+    s = float(min(h, w))
+    fx, fy, cx, cy = intrinsics_px.unbind(-1)
+    focal = torch.stack((2.0 * fx / s, 2.0 * fy / s), dim=-1)
+    pp = torch.stack(((w - 1 - 2.0 * cx) / s, (h - 1 - 2.0 * cy) / s), dim=-1)
+    return focal, pp

@@ -41,7 +41,12 @@ _DEFAULT_CHUNK = 1 << 21
 _ACCEL_CHUNK = 1 << 25
 
 
-def project_points(points: torch.Tensor, focal_ndc: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+def project_points(
+    points: torch.Tensor,
+    focal_ndc: torch.Tensor,
+    image_size: tuple[int, int],
+    principal_point: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Project points with MEt3R's PyTorch3D camera into NDC.
 
     The camera is ``PerspectiveCameras(R=diag(-1,-1,1), T=0, focal_length=focal_ndc, principal_point=(0,0),
@@ -54,6 +59,10 @@ def project_points(points: torch.Tensor, focal_ndc: torch.Tensor, image_size: tu
         focal_ndc: (B, 2) NDC focal (fx, fy) per cloud; MEt3R uses fx = 1 + f_px_x / w, fy = 1 + f_px_y / h.
         image_size: (H, W). With ``in_ndc=True`` nothing in the projection depends on it (PyTorch3D applies
             no aspect correction); it is accepted so the call mirrors the camera's inputs.
+        principal_point: optional (B, 2) NDC principal point (px, py) per cloud, PyTorch3D's
+            ``principal_point`` in the same +X-left / +Y-up NDC: x = fx * Xv / Zv + px. ``None`` (MEt3R's
+            camera) is (0, 0) and leaves the arithmetic exactly as before (no extra addition).
+            :func:`met3r_metrics.geometry.intrinsics_to_ndc` turns pixel intrinsics into (focal, principal point).
 
     Returns:
         (B, N, 3): x_ndc, y_ndc, z (view depth). z = 0 gives +-inf/NaN x, y, which never hit a pixel.
@@ -63,6 +72,10 @@ def project_points(points: torch.Tensor, focal_ndc: torch.Tensor, image_size: tu
     if focal_ndc.shape != (points.shape[0], 2):
         raise ValueError(f"focal_ndc must be (B, 2) = ({points.shape[0]}, 2), got {tuple(focal_ndc.shape)}")
     _check_size(image_size)
+    if principal_point is not None and principal_point.shape != (points.shape[0], 2):
+        raise ValueError(
+            f"principal_point must be (B, 2) = ({points.shape[0]}, 2), got {tuple(principal_point.shape)}"
+        )
     focal = focal_ndc.to(points.dtype)
     X, Y, Z = points.unbind(-1)
     # PyTorch3D goes through 4x4 matmuls whose zero terms turn -0.0 into +0.0 (the "+ 0.0" below, exact
@@ -70,6 +83,10 @@ def project_points(points: torch.Tensor, focal_ndc: torch.Tensor, image_size: tu
     z_view = Z + 0.0
     x = (focal[:, None, 0] * -X + 0.0) / z_view
     y = (focal[:, None, 1] * -Y + 0.0) / z_view
+    if principal_point is not None:  # given cameras: the offset of the pixel-aligned principal point
+        pp = principal_point.to(points.dtype)
+        x = x + pp[:, None, 0]
+        y = y + pp[:, None, 1]
     return torch.stack((x, y, z_view), dim=-1)
 
 
@@ -333,6 +350,8 @@ def splat(
     radius: float = 0.01,
     points_per_pixel: int = 10,
     background: float = -10000.0,
+    *,
+    principal_point: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MEt3R's render: project with view 1's camera, rasterize, alpha-composite.
 
@@ -342,12 +361,13 @@ def splat(
         focal_ndc: (B, 2) NDC focal (fx, fy), MEt3R: (1 + f_px_x / w, 1 + f_px_y / h).
         image_size: (H, W) of the render.
         radius, points_per_pixel, background: MEt3R's 0.01, 10, -10000.
+        principal_point: optional (B, 2) NDC principal point (see :func:`project_points`); None: MEt3R's (0, 0).
 
     Returns:
         images (B, C, H, W) (channels-last storage, see :func:`alpha_composite`) and coverage (B, H, W)
         bool, True where at least one point hit (MEt3R's overlap mask is coverage of both clouds).
     """
-    ndc = project_points(points, focal_ndc, image_size)
+    ndc = project_points(points, focal_ndc, image_size, principal_point)
     idx, _, dists = rasterize_points(ndc, image_size, radius, points_per_pixel)
     images = alpha_composite(idx, dists, features, radius, background)
     return images, idx[..., 0] >= 0
