@@ -12,8 +12,9 @@ With ``img_size=64`` and ``radius=0.04`` (the golden cases' settings), inputs (B
 give plausible scores in a fraction of a second on CPU.
 
 :func:`extras_kwargs` adds the networks of ``golden/met3r_extras`` (the official lpips / psnr / ssim
-distances): for ``distance="lpips"`` the random-weight AlexNet trunk regenerated from
-``weights_recipe.json`` (every tensor's SHA-256 checked), written as a torchvision-layout ``.pth``.
+distances and the RAFT backbone): for ``distance="lpips"`` the random-weight AlexNet trunk, for
+``backbone="raft"`` the random-weight RAFT-large, both regenerated from ``weights_recipe.json`` (every
+tensor's SHA-256 checked) and written as torchvision-layout ``.pth`` files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "recipe_state_dict",
     "tiny_met3r_kwargs",
     "write_recipe_alexnet_checkpoint",
+    "write_recipe_raft_checkpoint",
     "write_tiny_featup_checkpoint",
     "write_tiny_stereo_checkpoint",
 ]
@@ -150,22 +152,48 @@ def write_recipe_alexnet_checkpoint(golden_root: Path, workdir: Path) -> Path:
     return dst
 
 
+def write_recipe_raft_checkpoint(golden_root: Path, workdir: Path) -> Path:
+    """Write the recipe RAFT-large as ``<workdir>/raft_large_recipe.pth``, a plain state dict with torchvision's
+    ``raft_large`` keys, as ``raft_large_C_T_SKHT_V2-ff5fadd5.pth`` holds them; returns the file."""
+    import torch
+
+    dst = Path(workdir) / "raft_large_recipe.pth"
+    if not dst.is_file():
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_suffix(".tmp")
+        torch.save(recipe_state_dict(golden_root, "raft_large"), tmp)
+        tmp.rename(dst)
+    return dst
+
+
 def extras_kwargs(golden_root: Path, workdir: Path, *, backbone: str = "mast3r", distance: str) -> dict[str, Any]:
     """Keyword arguments for ``MEt3R(...)`` / ``met3r(...)`` reproducing a ``golden/met3r_extras`` case.
 
     Args:
         golden_root: the ``shared/golden`` directory.
         workdir: a writable directory; checkpoints are written once and reused.
-        backbone: ``"mast3r"`` (the L1 / P1 / S1 cases). ``"raft"`` is not implemented.
+        backbone: ``"mast3r"`` (the L1 / P1 / S1 cases) or ``"raft"`` (R1, R2; inputs ``sq128``).
         distance: ``"lpips"``, ``"psnr"``, ``"ssim"`` (or any other distance).
 
     Returns:
-        :func:`tiny_met3r_kwargs` plus ``distance`` and, for lpips, ``lpips_weights`` (the recipe AlexNet
-        trunk; LPIPS's linear layers are the ones shipped with the package, the released v0.1 layers).
+        mast3r: :func:`tiny_met3r_kwargs` plus ``distance``; raft: ``backbone="raft"``, ``backbone_weights`` (the
+        recipe RAFT), ``feature_weights`` (the tiny FeatUp), ``distance``. For lpips also ``lpips_weights`` (the
+        recipe AlexNet trunk; LPIPS's linear layers are the ones shipped with the package, the released v0.1
+        layers). The RAFT path ignores ``img_size`` (its maps are at the input size).
+
+    Raises:
+        ValueError: another ``backbone``.
     """
-    if backbone != "mast3r":
-        raise ValueError(f"backbone: expected 'mast3r' (the raft backbone is not implemented), got {backbone!r}")
-    kw = tiny_met3r_kwargs(golden_root, workdir, backbone=backbone)
+    if backbone not in ("mast3r", "raft"):
+        raise ValueError(f"backbone: expected 'mast3r' or 'raft', got {backbone!r}")
+    if backbone == "raft":
+        kw: dict[str, Any] = {
+            "backbone": "raft",
+            "backbone_weights": str(write_recipe_raft_checkpoint(golden_root, workdir)),
+            "feature_weights": str(write_tiny_featup_checkpoint(golden_root, workdir)),
+        }
+    else:
+        kw = tiny_met3r_kwargs(golden_root, workdir, backbone=backbone)
     kw["distance"] = distance
     if distance == "lpips":
         kw["lpips_weights"] = str(write_recipe_alexnet_checkpoint(golden_root, workdir))

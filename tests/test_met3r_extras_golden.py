@@ -1,4 +1,4 @@
-"""Parity with the official MEt3R's lpips / psnr / ssim distances: ../shared/golden/met3r_extras (RAFT: not implemented).
+"""Parity with the official MEt3R's lpips / psnr / ssim distances: ../shared/golden/met3r_extras (RAFT: test_raft_golden.py).
 
 Parity is per pair: the official call mixes the pairs of a batch (SSIM's batch-wide data range,
 LPIPS's broadcast), so end to end our score of a pair is compared with the official score of that
@@ -201,11 +201,11 @@ def test_lpips_weights_and_recipe(tiny_dir: Path) -> None:
         other = load_lpips(sd)
         assert all(torch.equal(a, b) for a, b in zip(from_file.state_dict().values(), other.state_dict().values()))
     assert set(convert_lpips_state_dict(lpips_keys)) == set(LPIPS().state_dict())
-    with pytest.raises(ValueError, match=r"lpips_weights: expected torchvision AlexNet keys .* got key 'conv1.weight'"):
+    with pytest.raises(ValueError, match=r"lpips_weights: expected torchvision AlexNet / VGG-16 keys .* got key 'conv1.weight'"):
         load_lpips({"conv1.weight": torch.zeros(1)})
     with pytest.raises(RuntimeError, match=r"LPIPS .*missing=2 \[features.10.weight, features.10.bias\]"):
         load_lpips({k: v for k, v in trunk.items() if not k.startswith("10.")})
-    with pytest.raises(ValueError, match=r"lpips_weights: expected a registry name \(alexnet_torchvision\)"):
+    with pytest.raises(ValueError, match=r"lpips_weights: expected a registry name \(alexnet_torchvision, vgg16_torchvision\)"):
         load_lpips("alexnet")
     bad = tiny_dir / "bad_recipe" / "met3r_extras"
     bad.mkdir(parents=True, exist_ok=True)
@@ -226,5 +226,5 @@ def test_lpips_settings_and_direction(tiny_dir: Path) -> None:
     s = Settings.official(distance="lpips")
     assert s.network_key != s.replace(lpips_weights="x.pth").network_key
     assert not s.uses_features and s.replace(distance="cosine", lpips_weights="x.pth").network_key == Settings.official().network_key
-    with pytest.raises(ValueError, match="backbone: expected 'mast3r' \\(the raft backbone is not implemented\\), got 'raft'"):
-        extras_kwargs(golden_path(), tiny_dir, backbone="raft", distance="cosine")
+    with pytest.raises(ValueError, match="backbone: expected 'mast3r' or 'raft', got 'dust3r'"):
+        extras_kwargs(golden_path(), tiny_dir, backbone="dust3r", distance="cosine")

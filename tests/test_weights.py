@@ -117,7 +117,7 @@ def test_registry_entries():
     assert set(CHECKPOINTS) == {
         "dust3r_224_linear", "dust3r_512_linear", "dust3r_512_dpt", "mast3r_512_catmlpdpt_metric",
         "dino_vits16", "featup_dino16_jbu", "featup_dino16_jbu_no_norm", "alexnet_torchvision",
-        "raft_large_torchvision",
+        "raft_large_torchvision", "vgg16_torchvision",
     }
     for name, info in CHECKPOINTS.items():
         assert info.name == name and info.prefetch_command == f"met3r-download {name}"

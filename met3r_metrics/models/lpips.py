@@ -1,4 +1,4 @@
-"""LPIPS (Zhang et al., CVPR 2018) with the AlexNet trunk and v0.1 linear layers, spatial map, in plain torch.
+"""LPIPS (Zhang et al., CVPR 2018) with the AlexNet (or VGG-16) trunk and v0.1 linear layers, spatial map, in plain torch.
 
 What the official MEt3R builds (``LPIPS(spatial=True)``: ``net='alex'``, ``version='0.1'``):
 
@@ -11,9 +11,15 @@ What the official MEt3R builds (``LPIPS(spatial=True)``: ``net='alex'``, ``versi
    channel, and upsampled bilinearly (``align_corners=False``) to (H, W);
 4. the map is the sum of the 5 layer maps: (N, 1, H, W). Lower is more similar.
 
+``LPIPS("vgg")`` is lpips' ``net='vgg'`` (the LPIPS default elsewhere; the official MEt3R does not use it): the
+torchvision VGG-16 ``features`` trunk (indices 0..29), compared after the ReLUs at 3, 8, 15, 22, 29 (relu1_2 ..
+relu5_3: 64, 128, 256, 512, 512 channels), same standardisation, normalisation and linear layers (lpips'
+``vgg.pth``). No golden output exists for it: only its keys and shapes are proven.
+
 Checkpoint filter (:func:`convert_lpips_state_dict`): the trunk from torchvision's AlexNet file
 (``features.<i>.*``, the classifier dropped), a bare ``features`` state dict (``<i>.*``) or the lpips
 module's ``net.slice<k>.<i>.*``; the linear layers as in lpips' ``alex.pth`` (``lin<k>.model.1.weight``).
+The same forms for VGG-16 (torchvision's ``vgg16-397923af.pth``); :func:`trunk_of` tells the two apart.
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LPIPS", "LPIPS_CHANNELS", "convert_lpips_state_dict", "to_official_key"]
+__all__ = ["LPIPS", "LPIPS_CHANNELS", "LPIPS_NETS", "convert_lpips_state_dict", "to_official_key", "trunk_of"]
 
 #: Channels of the 5 AlexNet activations LPIPS compares.
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)
 _TAPS = (1, 4, 7, 9, 11)  # trunk indices whose outputs (after ReLU) are compared
+_VGG_CHANNELS = (64, 128, 256, 512, 512)
+_VGG_TAPS = (3, 8, 15, 22, 29)
+_VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+#: trunk name -> (channels of the 5 compared activations, their trunk indices).
+LPIPS_NETS = {"alex": (LPIPS_CHANNELS, _TAPS), "vgg": (_VGG_CHANNELS, _VGG_TAPS)}
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 _NORM_EPS = 1e-10
@@ -48,17 +59,37 @@ def _alexnet_features() -> nn.Sequential:
     )
 
 
+def _vgg16_features() -> nn.Sequential:
+    """torchvision's ``vgg16().features[:30]`` layout (3x3 convs + ReLU, max pools; the last pool is unused)."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for v in _VGG_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2, stride=2))
+        else:
+            layers += [nn.Conv2d(cin, int(v), 3, padding=1), nn.ReLU()]
+            cin = int(v)
+    return nn.Sequential(*layers)
+
+
 class LPIPS(nn.Module):
     """LPIPS distance map of two image batches; see the module docstring.
+
+    Args:
+        net: ``"alex"`` (the official MEt3R's, default) or ``"vgg"``.
 
     State dict keys: ``trunk.<i>.{weight,bias}`` (torchvision ``features.<i>``) and ``lins.<k>.weight``
     (lpips ``lin<k>.model.1.weight``), shapes (1, C_k, 1, 1).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, net: str = "alex") -> None:
         super().__init__()
-        self.trunk = _alexnet_features()
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in LPIPS_CHANNELS)
+        if net not in LPIPS_NETS:
+            raise ValueError(f"net: expected one of {tuple(LPIPS_NETS)}, got {net!r}")
+        self.net = net
+        channels, self._taps = LPIPS_NETS[net]
+        self.trunk = _alexnet_features() if net == "alex" else _vgg16_features()
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in channels)
 
     def activations(self, x: Tensor) -> list[Tensor]:
         """The 5 compared activations of ``x`` (N, 3, H, W) in [-1, 1]."""
@@ -68,7 +99,7 @@ class LPIPS(nn.Module):
         out = []
         for i, layer in enumerate(self.trunk):
             h = layer(h)
-            if i in _TAPS:
+            if i in self._taps:
                 out.append(h)
         return out
 
@@ -120,10 +151,23 @@ def convert_lpips_state_dict(state_dict: Mapping[str, Tensor], *, argument: str 
             out[f"lins.{m.group(1)}.weight"] = value
             continue
         raise ValueError(
-            f"{argument}: expected torchvision AlexNet keys ('features.<i>.weight'), lpips keys "
+            f"{argument}: expected torchvision AlexNet / VGG-16 keys ('features.<i>.weight'), lpips keys "
             f"('net.slice<k>.<i>.weight', 'lin<k>.model.1.weight'), got key {key!r}"
         )
     return out
+
+
+def trunk_of(state_dict: Mapping[str, Tensor]) -> str:
+    """``"vgg"`` if the (official or converted) keys hold a VGG-16 trunk, else ``"alex"``.
+
+    The two torchvision layouts have their convolutions at different indices (AlexNet 0, 3, 6, 8, 10;
+    VGG-16 0, 2, 5, 7, ..., 28), so index 2 or 28 means VGG.
+    """
+    for key in state_dict:
+        m = _TRUNK.match(key) or re.match(r"^trunk\.(\d+)\.(weight|bias)$", key)
+        if m and int(m.group(1)) in (2, 28):
+            return "vgg"
+    return "alex"
 
 
 def to_official_key(key: str) -> str:

@@ -17,7 +17,7 @@ Layout (each concern in one place):
   :mod:`met3r_metrics.models`, which never import this package.
 
 The DUSt3R / MASt3R weights are licensed CC BY-NC-SA 4.0 (non-commercial); this package ships no network weights except
-LPIPS's 5 KB linear layers (BSD-2-Clause, ``met3r_metrics/data/LICENSE-lpips.txt``).
+LPIPS's v0.1 linear layers (AlexNet and VGG-16, 5-7 KB, BSD-2-Clause, ``met3r_metrics/data/LICENSE-lpips.txt``).
 Formats and the key mapping are documented in ``docs/weights.md``.
 """
 

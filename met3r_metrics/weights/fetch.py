@@ -189,7 +189,7 @@ def checkpoint_file(name: str, *, download: bool = True) -> Path:
     """
     info = get_checkpoint(name)
     what = f"checkpoint '{name}' ({info.filename})"
-    setting = {"stereo": "backbone_weights", "raft": "backbone_weights", "alexnet": "lpips_weights"}.get(
+    setting = {"stereo": "backbone_weights", "raft": "backbone_weights", "alexnet": "lpips_weights", "vgg": "lpips_weights"}.get(
         info.kind, "feature_weights")
     argument = f"a local file with {setting}="
     pth = torch_hub_checkpoint_dir() / info.cache_name

@@ -7,6 +7,10 @@ The trunk comes from the registry (``alexnet_torchvision``: torchvision's ``alex
 ship with the package (``met3r_metrics/data/lpips_alex_v0.1_lins.safetensors``, BSD-2-Clause); a source
 that holds ``lin<k>.model.1.weight`` keys provides its own. Keys go through the checkpoint filter beside the
 model (:func:`~met3r_metrics.models.lpips.convert_lpips_state_dict`), then the one strict loader.
+
+The trunk decides the network: a VGG-16 source (registry ``vgg16_torchvision``, torchvision's ``vgg16-397923af.pth``,
+or any file with its keys) builds LPIPS-VGG with the shipped v0.1 VGG linear layers
+(``lpips_vgg_v0.1_lins.safetensors``, from the same wheel, BSD-2-Clause). The official MEt3R uses AlexNet only.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from typing import Any
 
 import torch
 
-from ..models.lpips import LPIPS, convert_lpips_state_dict, to_official_key
+from ..models.lpips import LPIPS, convert_lpips_state_dict, to_official_key, trunk_of
 from .features import _read_source
 from .formats import read_safetensors
 from .loading import build_frozen
 from .registry import ALEXNET_CHECKPOINT
 
-__all__ = ["LPIPS_LINS_FILE", "load_lpips"]
+__all__ = ["LPIPS_LINS_FILE", "LPIPS_LINS_FILES", "load_lpips"]
 
 #: The LPIPS v0.1 AlexNet linear layers shipped with the package (lpips 0.1.4's ``weights/v0.1/alex.pth``).
 LPIPS_LINS_FILE = Path(__file__).resolve().parent.parent / "data" / "lpips_alex_v0.1_lins.safetensors"
+#: Shipped v0.1 linear layers per trunk (lpips 0.1.4's ``weights/v0.1/{alex,vgg}.pth``).
+LPIPS_LINS_FILES = {"alex": LPIPS_LINS_FILE, "vgg": LPIPS_LINS_FILE.with_name("lpips_vgg_v0.1_lins.safetensors")}
 
 
 def load_lpips(
@@ -38,7 +44,7 @@ def load_lpips(
     download: bool = True,
     argument: str = "lpips_weights",
 ) -> LPIPS:
-    """Build LPIPS (AlexNet trunk, v0.1 linear layers), load it strictly and freeze it.
+    """Build LPIPS (AlexNet or VGG-16 trunk, as the source holds; v0.1 linear layers), load it strictly, freeze it.
 
     Args:
         source: the AlexNet trunk: ``None`` -> registry ``"alexnet_torchvision"``; a registry name; an https
@@ -53,10 +59,11 @@ def load_lpips(
         ValueError: an unknown source or a key of no known form.
         RuntimeError: the checkpoint does not match the network (strict load), keys named officially.
     """
-    raw = _read_source(ALEXNET_CHECKPOINT if source is None else source, download, argument, kinds=("alexnet",))
+    raw = _read_source(ALEXNET_CHECKPOINT if source is None else source, download, argument, kinds=("alexnet", "vgg"))
     state = convert_lpips_state_dict(raw, argument=argument)
+    net = trunk_of(state)
     if not any(k.startswith("lins.") for k in state):
-        state.update(convert_lpips_state_dict(read_safetensors(LPIPS_LINS_FILE), argument="LPIPS_LINS_FILE"))
+        state.update(convert_lpips_state_dict(read_safetensors(LPIPS_LINS_FILES[net]), argument="LPIPS_LINS_FILES"))
     label = f"{argument}=<state dict>" if isinstance(source, Mapping) else f"{argument}={source!r}"
-    return build_frozen(LPIPS, state, what=f"LPIPS ({label})", device=device, dtype=dtype,
+    return build_frozen(lambda: LPIPS(net), state, what=f"LPIPS{'' if net == 'alex' else '-' + net} ({label})", device=device, dtype=dtype,
                         official_key=to_official_key)

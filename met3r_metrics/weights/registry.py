@@ -3,7 +3,7 @@
 Every entry can be fetched by name (:func:`met3r_metrics.weights.checkpoint_file`, ``met3r-download
 <name>``). DUSt3R / MASt3R come from the Hugging Face hub (``naver/<official name>``: ``config.json`` +
 ``model.safetensors``) or as the official ``.pth`` from Naver's server; DINO and FeatUp from their official
-URLs. This package ships no network weights except LPIPS's 5 KB linear layers (BSD-2-Clause, ``met3r_metrics/data``).
+URLs. This package ships no network weights except LPIPS's linear layers (5-7 KB each, BSD-2-Clause, ``met3r_metrics/data``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class CheckpointInfo:
 
     Attributes:
         name: registry key (also the argument of ``met3r-download``).
-        kind: 'stereo' (DUSt3R/MASt3R), 'dino', 'featup', 'alexnet' (LPIPS's trunk) or 'raft' (optical flow).
+        kind: 'stereo' (DUSt3R/MASt3R), 'dino', 'featup', 'alexnet' / 'vgg' (LPIPS's trunk) or 'raft' (optical flow).
         filename: file name at the official URL.
         url: official direct download URL.
         cache_name: path of the downloaded URL file relative to ``torch.hub.get_dir()/checkpoints``.
@@ -61,7 +61,7 @@ class CheckpointInfo:
     """
 
     name: str
-    kind: Literal["stereo", "dino", "featup", "alexnet", "raft"]
+    kind: Literal["stereo", "dino", "featup", "alexnet", "vgg", "raft"]
     filename: str
     url: str
     cache_name: str
@@ -152,6 +152,12 @@ CHECKPOINTS: dict[str, CheckpointInfo] = {
             # torchvision's own cache name: a file torchvision already downloaded is reused
             cache_name="alexnet-owt-7be5be79.pth", licence=ALEXNET_LICENCE,
             description="torchvision AlexNet ImageNet weights: the trunk of distance='lpips' (features only)",
+        ),
+        CheckpointInfo(
+            name="vgg16_torchvision", kind="vgg", filename="vgg16-397923af.pth",
+            url="https://download.pytorch.org/models/vgg16-397923af.pth",
+            cache_name="vgg16-397923af.pth", licence=ALEXNET_LICENCE, sha256="397923af",
+            description="torchvision VGG-16 ImageNet weights: the optional LPIPS-VGG trunk (lpips_weights=; features only)",
         ),
         CheckpointInfo(
             # what torchvision's raft_large(pretrained=True) loads (Raft_Large_Weights.C_T_SKHT_V2), i.e. what the
