@@ -5,6 +5,7 @@
 * ``MEt3R`` metric on CUDA (networks built lazily on the metric's device, TF32 off) vs the same metric
   on CPU: |compute() difference|, per-pair scores, and that the networks live on CUDA;
 * ``met3r`` functional with ``return_maps`` on CUDA, and gradients reaching the images;
+* CUDA-graph replay of the network stages vs eager, per precision (max |score difference|, replay count);
 * ``MEt3RCallback`` in a one-GPU Lightning ``Trainer``: logs ``val/met3r`` equal to the metric by hand.
 Writes ``cuda_smoke.json``.
 """
@@ -65,6 +66,20 @@ def main() -> None:
     res["tf32_setting_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="tf32") - ref).abs().max())
     res["global_tf32_restored"] = bool(torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
+    # CUDA graphs: the network stages replayed from captured graphs give the eager numbers
+    from met3r_metrics import cuda_graphs
+    from met3r_metrics.cuda_graphs import graphs_for
+
+    for prec in ("fp32", "tf32", "bf16"):
+        x = seqs.cuda()
+        with cuda_graphs.enabled(False):
+            eager = met3r(x, **kw, precision=prec, return_details=True).pair_scores
+        sc = get_scorer(Settings.official(**kw, precision=prec), "cuda")
+        before = graphs_for(sc.stereo).replays + graphs_for(sc.features).replays
+        graphed = [met3r(x, **kw, precision=prec, return_details=True).pair_scores for _ in range(3)]
+        res[f"graphs_{prec}_replays"] = graphs_for(sc.stereo).replays + graphs_for(sc.features).replays - before
+        res[f"graphs_{prec}_max_abs_diff_vs_eager"] = max(float((g - eager).abs().max()) for g in graphed)
 
     import lightning as L
     from torchmetrics.image.fid import FrechetInceptionDistance

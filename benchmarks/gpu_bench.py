@@ -263,6 +263,58 @@ def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16) -> str
     return table
 
 
+def gpu_state() -> dict:
+    """SM/memory clocks, temperature and power now (nvidia-smi), to tell clock changes from code changes."""
+    import subprocess
+
+    q = "clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,clocks_throttle_reasons.active"
+    try:
+        line = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits"], capture_output=True,
+                              text=True, timeout=10).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return {}
+    return dict(zip(q.split(","), (v.strip() for v in line.split(","))))
+
+
+GRAPH_CASES = [(256, 1, "tf32", None), (256, 16, "tf32", None), (256, 16, "tf32", 16), (256, 16, "bf16", None),
+               (256, 16, "bf16", 16), (512, 4, "tf32", None), (512, 4, "bf16", None)]
+
+
+def graph_rows(nets) -> list[dict]:
+    """Eager vs CUDA-graph replay of the network stages, per precision and chunk, in one process.
+
+    Each row: pairs/s and ms per call with graphs off and on (same inputs, same scorer), the score
+    difference graphed vs eager, and the difference of both from the exact fp32 eager path.
+    """
+    from met3r_metrics import cuda_graphs
+
+    rows = []
+    for size, batch, mode, chunk in GRAPH_CASES:
+        images = rand_images(batch, 2, 3, size, size)
+        extra = {"batch_size": chunk} if chunk else {}
+        set_precision("fp32")
+        with cuda_graphs.enabled(False):
+            exact = build_scorer("official", *nets, True, **extra).score_sequences(images, [(0, 1)])["pair_scores"]
+        over = set_precision(mode)
+        scorer = build_scorer("official", *nets, True, **over, **extra)
+        row = {"size": size, "batch": batch, "mode": mode, "chunk": scorer.settings.batch_size, "gpu_before": gpu_state()}
+        for graphs in (False, True):
+            with cuda_graphs.enabled(graphs):
+                torch.cuda.empty_cache()
+                r = bench(lambda: scorer.score_sequences(images, [(0, 1)]), warmup=2, budget_s=2.0)
+                got = scorer.score_sequences(images, [(0, 1)])["pair_scores"]
+            tag = "graphs" if graphs else "eager"
+            row[tag] = {"pairs_per_s": batch / r["median_s"], "ms_per_call": 1e3 * r["median_s"],
+                        "ms_per_call_min": 1e3 * r["min_s"], "peak_gib": r["peak_gib"], "reps": r["reps"],
+                        "max_abs_diff_vs_exact_fp32": float((got - exact).abs().max())}
+            row[f"scores_{tag}"] = got
+        row["graphs_vs_eager_max_abs_diff"] = float((row.pop("scores_graphs") - row.pop("scores_eager")).abs().max())
+        row["speedup"] = row["graphs"]["pairs_per_s"] / row["eager"]["pairs_per_s"]
+        row["gpu_after"] = gpu_state()
+        rows.append(row)
+    return rows
+
+
 def compiled_rows(nets, mode_kw: dict | None = None, chunk: int | None = None) -> list[dict]:
     """Opt-in torch.compile of the transformer blocks: compile time, speed and score deviation.
 
@@ -334,7 +386,8 @@ def main() -> None:
             log(f"golden {r}")
         save()
 
-    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "e2e256", "baseline", "sequence", "profile", "compile")):
+    if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "e2e256", "baseline", "sequence", "profile", "compile",
+                               "graphs")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -382,6 +435,15 @@ def main() -> None:
         for r in rows:
             log(f"e2e256 b{r['batch']} chunk {r['chunk']} {r['mode']}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         res["e2e256"] = rows
+        save()
+    if on("graphs"):
+        res["graphs"] = []
+        for r in graph_rows(nets["official"]):
+            res["graphs"].append(r)
+            log(f"graphs {r['size']} b{r['batch']} chunk {r['chunk']} {r['mode']}: eager {r['eager']['pairs_per_s']:.1f} "
+                f"-> graphs {r['graphs']['pairs_per_s']:.1f} pairs/s ({r['graphs']['ms_per_call']:.1f} ms/call, peak "
+                f"{r['graphs']['peak_gib']:.2f} GiB), graphs-eager {r['graphs_vs_eager_max_abs_diff']:.1e}, "
+                f"vs fp32 {r['graphs']['max_abs_diff_vs_exact_fp32']:.1e}")
         save()
     if on("baseline"):
         res["baseline"] = [baseline_rows(nets["official"], 256, 16), baseline_rows(nets["official"], 256, 1),

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cuda_graphs import graphs_for
 from .distances import pair_scores as _pair_scores
 from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc
 from .settings import Settings
@@ -282,7 +283,12 @@ class MEt3RScorer(nn.Module):
         images01 = (images + 1) / 2
         if not self.settings.uses_features:
             return images01
-        feats = self.features(images01)
+        if isinstance(self.features, nn.Module) and not self.settings.feature_backbone.startswith("custom:"):
+            # ours: replayed from a CUDA graph when no gradient is needed (same kernels; met3r_metrics.cuda_graphs);
+            # a user's network runs as it is (it may do what a graph cannot replay)
+            (feats,) = graphs_for(self.features).run("features", lambda x: (self.features(x),), images01)
+        else:
+            feats = self.features(images01)
         if feats.shape[-2:] != images.shape[-2:]:
             feats = F.interpolate(feats, size=images.shape[-2:], mode="bilinear")
         return feats
@@ -290,17 +296,23 @@ class MEt3RScorer(nn.Module):
     @torch.no_grad()
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """Stereo encoder on frames (N, 3, H, W) in [-1, 1] -> (tokens, pos, (H, W))."""
-        return self.stereo.encode(images)
+        self.stereo.check_images(images, "images")  # outside the graph: a refusal is raised, not captured
+        tok, pos = graphs_for(self.stereo).run("encode", lambda x: self.stereo.encode(x)[:2], images)
+        return tok, pos, (int(images.shape[-2]), int(images.shape[-1]))
 
     @torch.no_grad()
     def decode(
         self, tok1: Tensor, pos1: Tensor, tok2: Tensor, pos2: Tensor, shape: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
         """Decoder + heads on encoded pairs -> point maps (n, 2, H, W, 3) in view 1's frame, conf (n, 2, H, W)."""
-        # MEt3R needs pts3d and conf only: MASt3R's descriptor MLP is skipped (same pts3d/conf)
-        res1, res2 = self.stereo.decode_heads(tok1, pos1, shape, tok2, pos2, shape, descriptors=False)
-        pts = torch.stack((res1["pts3d"], res2["pts3d_in_other_view"]), dim=1).float()
-        conf = torch.stack((res1["conf"], res2["conf"]), dim=1).float()
+        def run(t1: Tensor, p1: Tensor, t2: Tensor, p2: Tensor) -> tuple[Tensor, Tensor]:
+            # MEt3R needs pts3d and conf only: MASt3R's descriptor MLP is skipped (same pts3d/conf)
+            res1, res2 = self.stereo.decode_heads(t1, p1, shape, t2, p2, shape, descriptors=False)
+            pts = torch.stack((res1["pts3d"], res2["pts3d_in_other_view"]), dim=1).float()
+            return pts, torch.stack((res1["conf"], res2["conf"]), dim=1).float()
+
+        self.stereo._true_shape(shape, tok1, "shape")  # outside the graph: a refusal is raised, not captured
+        pts, conf = graphs_for(self.stereo).run("decode", run, tok1, pos1, tok2, pos2, static=tuple(shape))
         return pts, conf
 
     @torch.no_grad()
@@ -376,7 +388,8 @@ class MEt3RScorer(nn.Module):
     def _net_precision(self, device: torch.device) -> Any:
         """bfloat16 autocast for the networks when ``precision="bf16"``; float32 otherwise."""
         bf16 = self.settings.precision == "bf16"
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+        # no cast cache: a captured graph must cast the weights itself, not read a cached copy freed later
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
 
     # -- sequences ---------------------------------------------------------------------------------
     def score_sequences(

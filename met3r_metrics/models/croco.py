@@ -105,8 +105,13 @@ class RoPE2D(nn.Module):
         super().__init__()
         self.base = float(base)
 
-    def table(self, pos: torch.Tensor, head_dim: int, dtype: torch.dtype) -> RopeTable:
-        """pos (B,N,2) integer (row, col) -> :class:`RopeTable` in ``dtype`` for heads of size ``head_dim``."""
+    def table(self, pos: torch.Tensor, head_dim: int, dtype: torch.dtype, length: int | None = None) -> RopeTable:
+        """pos (B,N,2) integer (row, col) -> :class:`RopeTable` in ``dtype`` for heads of size ``head_dim``.
+
+        ``length``: an upper bound on ``pos.max() + 1`` known to the caller (``max(rows, cols)`` of a patch grid).
+        Without it the bound is read from ``pos``, a host sync that a captured CUDA graph cannot contain; the
+        table's used rows do not depend on it (each angle row is ``t * inv_freq`` on its own).
+        """
         if head_dim % 4:
             raise ValueError(f"RoPE2D needs head_dim divisible by 4, got head_dim={head_dim}")
         m = head_dim // 2
@@ -114,7 +119,8 @@ class RoPE2D(nn.Module):
         # For dtypes below float32 we take cos/sin in float32 and cast the result instead (spec §14.8: casting the
         # angles to fp16 first costs ~1e-2 rotation error); float32/float64 are bit-identical to the official path.
         inv_freq = 1.0 / (self.base ** (torch.arange(0, m, 2, device=pos.device).float() / m))
-        length = int(pos.max()) + 1 if pos.numel() else 1
+        if length is None:
+            length = int(pos.max()) + 1 if pos.numel() else 1
         t = torch.arange(length, device=pos.device, dtype=torch.float32)
         angles = torch.outer(t, inv_freq)
         trig_dtype = torch.promote_types(dtype, torch.float32)

@@ -345,25 +345,30 @@ class AsymmetricCroCo3DStereo(nn.Module):
         """
         self.check_images(img, "img")
         x, pos = self.patch_embed(img)
-        rope = self.rope.table(pos, self.enc_head_dim, x.dtype)
+        P = self.patch_size
+        rope = self.rope.table(pos, self.enc_head_dim, x.dtype, length=max(img.shape[-2] // P, img.shape[-1] // P))
         for blk in self.enc_blocks:
             x = blk(x, rope)
         return self.enc_norm(x), pos, (int(img.shape[-2]), int(img.shape[-1]))
 
     def decode(
         self, tokens1: torch.Tensor, pos1: torch.Tensor, tokens2: torch.Tensor, pos2: torch.Tensor,
+        shapes: tuple[TrueShape, TrueShape] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Two-branch decoder. Returns per view [enc (B,N,E), blk_1 .. blk_{L-1} (B,N,D), dec_norm(blk_L)].
 
         Both branches of layer i read the layer i-1 tokens of both views (a parallel, not sequential, update).
+        ``shapes``: the views' (H, W) when the positions are their patch grids (then no host sync).
         """
         if tokens1.shape[0] != tokens2.shape[0]:
             raise ValueError(
                 f"tokens1 and tokens2 must have the same batch size, received {tokens1.shape[0]} and {tokens2.shape[0]}"
             )
         f1, f2 = self.decoder_embed(tokens1), self.decoder_embed(tokens2)
-        r1 = self.rope.table(pos1, self.dec_head_dim, f1.dtype)
-        r2 = self.rope.table(pos2, self.dec_head_dim, f2.dtype)
+        P = self.patch_size
+        len1, len2 = (max(h // P, w // P) for h, w in shapes) if shapes is not None else (None, None)
+        r1 = self.rope.table(pos1, self.dec_head_dim, f1.dtype, length=len1)
+        r2 = self.rope.table(pos2, self.dec_head_dim, f2.dtype, length=len2)
         out1, out2 = [tokens1], [tokens2]
         for blk1, blk2 in zip(self.dec_blocks, self.dec_blocks2):
             f1, f2 = blk1(f1, f2, r1, r2), blk2(f2, f1, r2, r1)
@@ -412,7 +417,8 @@ class AsymmetricCroCo3DStereo(nn.Module):
         ``descriptors=False``: MASt3R's descriptor head is skipped (pts3d and conf are unchanged)."""
         shape1 = self._true_shape(shape1, tokens1, "shape1")
         shape2 = self._true_shape(shape2, tokens2, "shape2")
-        decout1, decout2 = self.decode(tokens1, pos1, tokens2, pos2)
+        # pos are the encoder's patch grids of shape1/shape2 (as from :meth:`encode`), so the shapes bound them
+        decout1, decout2 = self.decode(tokens1, pos1, tokens2, pos2, (shape1, shape2))
         return self.run_heads(decout1, shape1, decout2, shape2, descriptors=descriptors)
 
     def forward(
