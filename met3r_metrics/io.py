@@ -25,6 +25,12 @@ Frame order is the natural sort of the file names (``frame2.png`` before ``frame
 Resizing is never implicit and uses a pinned, antialiased filter (clean-fid's lesson: the filter
 changes the number, so it is part of the result's settings).
 
+Known cameras (``data.geometry``): a ``.npz`` beside each sequence (:func:`geometry_path`) with
+``depth`` (V, H, W), ``intrinsics`` (V, 3, 3), ``cam_to_world`` (V, 4, 4) and optionally ``valid``
+(V, H, W) bool for the stored frames, read without pickle and checked against the frames
+(:func:`read_geometry_file`); :func:`prepare_views` selects the same frames and builds the
+:class:`~met3r_metrics.KnownGeometry`.
+
 Pillow is needed for images/GIFs and PyAV for mp4/webm/...; both are imported lazily.
 """
 
@@ -73,6 +79,9 @@ __all__ = [
     "check_or_resize",
     "resize_views",
     "decoder_versions",
+    "geometry_path",
+    "geometry_fingerprint",
+    "read_geometry_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -955,6 +964,9 @@ class PreparedViews:
     input_sizes: list[tuple[int, int]]
     resized: bool
     video: dict[str, Any] | None = None
+    geometry: Any | None = None  # KnownGeometry (1, V, H, W) of the kept frames (data.geometry)
+    geometry_file: str | None = None
+    geometry_fingerprint: str | None = None
 
     def record(self) -> dict[str, Any]:
         """JSON-ready fields for the sequence's result record."""
@@ -967,6 +979,8 @@ class PreparedViews:
         }
         if self.video is not None:
             out.update(self.video)
+        if self.geometry_file is not None:
+            out.update(geometry_file=self.geometry_file, geometry_fingerprint=self.geometry_fingerprint)
         return out
 
 
@@ -1031,8 +1045,14 @@ def prepare_views(
     height_multiple: int | None = None,
     min_side: int = 32,
     fingerprint_mode: str = "stat",
+    geometry: str | None = None,
 ) -> PreparedViews:
     """Read ``source`` into what the metric takes: ``(V, 3, H, W)`` float32 in [0, 1], one valid size.
+
+    With ``geometry`` (``data.geometry``, a pattern, see :func:`geometry_path`) the sequence's geometry
+    file is fingerprinted, read and checked against the stored frames, and the kept frames' cameras
+    become :attr:`PreparedViews.geometry` (refused together with ``resize``: the file's depth and
+    intrinsics are those of the stored frames).
 
     Steps: select the frames (``data.frame_stride``/``start``/``max_frames``; a frame folder reads
     only the selected files), map them to [0, 1] with the source's value range (decided at
@@ -1059,6 +1079,13 @@ def prepare_views(
             )
         return idx
 
+    if geometry is not None and resize is not None:
+        raise ValueError(f"data.resize must be null with data.geometry (the geometry file holds the stored frames' "
+                         f"depth and intrinsics); got {resize!r}")
+    geo_path = geo_fp = None
+    if geometry is not None:
+        geo_path = geometry_path(source, geometry)
+        geo_fp = geometry_fingerprint(source, geometry, fingerprint_mode)  # before reading, as the frames
     raw = _read_source(source, indices_of, fingerprint_mode)
     sizes: list[tuple[int, int]] = sorted({(int(f.shape[-2]), int(f.shape[-1])) for f in raw.frames})
     unit = [_to_unit(f, r) for f, r in zip(raw.frames, raw.ranges)]
@@ -1069,6 +1096,19 @@ def prepare_views(
         _check_one_size(unit, raw.names, f"sequence {source.name}")
         views = check_or_resize(torch.stack(unit), resize=None, multiple=multiple, height_multiple=mh, min_side=min_side)
     kinds = set(raw.ranges)
+    known = None
+    if geo_path is not None:
+        from .known_geometry import KnownGeometry
+
+        arrays = read_geometry_file(geo_path, raw.num_stored, (int(views.shape[-2]), int(views.shape[-1])))
+        idx = torch.tensor(raw.indices, dtype=torch.long)
+        try:
+            known = KnownGeometry.from_depth(
+                *(arrays[k][idx][None] for k in ("depth", "intrinsics", "cam_to_world")),
+                valid=arrays["valid"][idx][None] if "valid" in arrays else None,
+            )
+        except ValueError as err:
+            raise ValueError(f"geometry file {geo_path}: {err}") from None
     return PreparedViews(
         views=views,
         value_range="uint8+uint16" if kinds == {"uint8", "uint16"} else kinds.pop(),
@@ -1078,7 +1118,92 @@ def prepare_views(
         input_sizes=sizes,
         resized=target is not None and any(s != target for s in sizes),
         video=raw.video,
+        geometry=known,
+        geometry_file=None if geo_path is None else str(geo_path),
+        geometry_fingerprint=geo_fp,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Known cameras: one .npz of geometry beside each sequence (data.geometry)
+
+_GEOMETRY_KEYS = {"depth": "(V, H, W)", "intrinsics": "(V, 3, 3)", "cam_to_world": "(V, 4, 4)"}
+
+
+def geometry_path(source: SequenceSource, pattern: str) -> Path:
+    """The geometry file of ``source``: ``pattern`` (``data.geometry``) with ``{name}`` (the sequence
+    name) and ``{stem}`` (the name without its suffix) filled in, relative to the folder holding the
+    sequence (a sequence folder's or video's parent, a tensor file's folder) unless absolute.
+
+    ``'{name}.npz'`` puts ``seqs/seq_a.npz`` beside ``seqs/seq_a/``; ``'{name}/cameras.npz'`` puts it inside.
+    """
+    if not isinstance(pattern, str) or not pattern.strip():
+        raise ValueError(f"data.geometry must be null or a file name pattern such as '{{name}}.npz'; got {pattern!r}")
+    try:
+        name = pattern.format(name=source.name, stem=Path(source.name).stem)
+    except (KeyError, IndexError, ValueError) as err:
+        raise ValueError(f"data.geometry={pattern!r}: only {{name}} and {{stem}} can be filled in ({err})") from None
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else Path(source.path).parent / path
+
+
+def geometry_fingerprint(source: SequenceSource, pattern: str, mode: str = "stat") -> str:
+    """Fingerprint of ``source``'s geometry file (as :meth:`SequenceSource.fingerprint` for the frames)."""
+    _check_fingerprint_mode(mode)
+    path = geometry_path(source, pattern)
+    if not path.is_file():
+        raise FileNotFoundError(f"no geometry file {path} for sequence {source.name} (data.geometry={pattern!r})")
+    if mode == "stat":
+        return _digest("stat", {"kind": "geometry", "file": _stat_entry(path)})
+    return _digest("content", {"kind": "geometry", "sha256": _file_sha256(path)})
+
+
+def read_geometry_file(path: str | Path, num_frames: int, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Read and check a geometry ``.npz`` (no pickle) for ``num_frames`` stored frames of ``size`` (H, W).
+
+    Returns:
+        ``depth`` (V, H, W) float32, ``intrinsics`` (V, 3, 3) float64, ``cam_to_world`` (V, 4, 4) float64
+        and, when stored, ``valid`` (V, H, W) bool. Values (positive depth, rigid poses, ...) are checked
+        by :class:`~met3r_metrics.KnownGeometry`.
+
+    Raises:
+        ValueError: naming the file, the array, what was expected and what it holds.
+    """
+    import numpy as np
+
+    path = Path(path)
+    h, w = size
+    want = {"depth": (num_frames, h, w), "intrinsics": (num_frames, 3, 3), "cam_to_world": (num_frames, 4, 4),
+            "valid": (num_frames, h, w)}
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except ValueError as err:  # an object array (pickle) or not an npz at all
+        raise ValueError(f"geometry file {path}: expected a .npz of numeric arrays (no pickled objects), got {err}") from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"geometry file {path}: expected a readable .npz, got {type(err).__name__}: {err}") from None
+    missing = [k for k in _GEOMETRY_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"geometry file {path}: expected arrays {list(_GEOMETRY_KEYS)} (+ optional 'valid'), "
+                         f"missing {missing} (it holds {sorted(arrays)})")
+    out: dict[str, torch.Tensor] = {}
+    for key in (*_GEOMETRY_KEYS, "valid"):
+        if key not in arrays:
+            continue
+        a = arrays[key]
+        shape_text = _GEOMETRY_KEYS.get(key, "(V, H, W)")
+        if tuple(a.shape) != want[key]:
+            raise ValueError(f"geometry file {path}: {key}: expected shape {shape_text} = {want[key]} (the sequence's "
+                             f"{num_frames} stored frames of {h}x{w}), got {tuple(a.shape)}")
+        if key == "valid":
+            if a.dtype != np.bool_:
+                raise ValueError(f"geometry file {path}: valid: expected a bool array, got dtype {a.dtype}")
+            out[key] = torch.from_numpy(a.copy())
+        else:
+            if not np.issubdtype(a.dtype, np.floating):
+                raise ValueError(f"geometry file {path}: {key}: expected a float array, got dtype {a.dtype}")
+            out[key] = torch.from_numpy(a.astype(np.float32 if key == "depth" else np.float64))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
