@@ -35,9 +35,9 @@ def main() -> None:
     seqs = torch.rand(3, 4, 3, 64, 64, generator=g) * 2 - 1
     res: dict = {"device": torch.cuda.get_device_name()}
 
-    cpu = MEt3R(**kw, return_per_pair=True)
+    cpu = MEt3R(**kw, return_per_pair=True, precision="fp32")
     cpu.update(seqs)
-    gpu = MEt3R(**kw, return_per_pair=True).to("cuda")
+    gpu = MEt3R(**kw, return_per_pair=True, precision="fp32").to("cuda")
     gpu.update(seqs.cuda())
     dc, dg = cpu.compute_details(), gpu.compute_details()
     res["metric_cpu"], res["metric_cuda"] = float(dc["met3r"]), float(dg["met3r"])
@@ -60,9 +60,11 @@ def main() -> None:
     s = Settings.official(**kw)
     res["cuda_and_cuda0_share_one_scorer"] = get_scorer(s, "cuda") is get_scorer(s, "cuda:0")
     # precision pins TF32 per call: a caller's global TF32 does not change an fp32 number
-    ref = met3r(seqs.cuda(), **kw)
+    ref = met3r(seqs.cuda(), **kw, precision="fp32")
+    res["default_precision"] = Settings.official().precision
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    res["fp32_under_global_tf32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw) - ref).abs().max())
+    res["fp32_under_global_tf32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="fp32") - ref).abs().max())
+    res["default_vs_fp32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw) - ref).abs().max())
     res["tf32_setting_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="tf32") - ref).abs().max())
     res["global_tf32_restored"] = bool(torch.backends.cuda.matmul.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -188,8 +188,8 @@ def sequence_rows(nets, frames: int, mode: str, batch: int = 8, with_baseline: b
 
 def accuracy_random(nets, mode: str, synthetic: bool, size: int = 256, batch: int = 16) -> dict:
     images = rand_images(batch, 2, 3, size, size)
-    set_precision("fp32")
-    ref = build_scorer("official", *nets, synthetic, batch_size=batch).score_sequences(images, [(0, 1)])["pair_scores"]
+    fp32 = set_precision("fp32")
+    ref = build_scorer("official", *nets, synthetic, batch_size=batch, **fp32).score_sequences(images, [(0, 1)])["pair_scores"]
     over = set_precision(mode)
     got = build_scorer("official", *nets, synthetic, batch_size=batch, **over).score_sequences(images, [(0, 1)])["pair_scores"]
     d = (got - ref).abs()
@@ -292,9 +292,9 @@ def graph_rows(nets) -> list[dict]:
     for size, batch, mode, chunk in GRAPH_CASES:
         images = rand_images(batch, 2, 3, size, size)
         extra = {"batch_size": chunk} if chunk else {}
-        set_precision("fp32")
+        fp32 = set_precision("fp32")
         with cuda_graphs.enabled(False):
-            exact = build_scorer("official", *nets, True, **extra).score_sequences(images, [(0, 1)])["pair_scores"]
+            exact = build_scorer("official", *nets, True, **fp32, **extra).score_sequences(images, [(0, 1)])["pair_scores"]
         over = set_precision(mode)
         scorer = build_scorer("official", *nets, True, **over, **extra)
         row = {"size": size, "batch": batch, "mode": mode, "chunk": scorer.settings.batch_size, "gpu_before": gpu_state()}
@@ -312,6 +312,74 @@ def graph_rows(nets) -> list[dict]:
         row["speedup"] = row["graphs"]["pairs_per_s"] / row["eager"]["pairs_per_s"]
         row["gpu_after"] = gpu_state()
         rows.append(row)
+    return rows
+
+
+def stage_kernels(nets, size: int = 256, batch: int = 16, mode: str = "tf32", top: int = 8) -> dict:
+    """Per stage (B pairs): GPU ms, kernel count, the top kernels by GPU time, and the stage's peak memory
+    above its inputs (GiB). Answers where the GPU time of a graphed step goes (e.g. why the decoder is slower
+    than the encoder) and what holds the peak memory."""
+    from torch.profiler import ProfilerActivity, profile
+
+    over = set_precision(mode)
+    scorer = build_scorer("official", *nets, False, batch_size=batch, **over)
+    stereo, feats = nets
+    frames = rand_images(2 * batch, 3, size, size)
+    x01 = (frames + 1) / 2
+    with torch.no_grad(), torch.autocast("cuda", enabled=False), scorer._net_precision(DEV):
+        tok, pos, shape = stereo.encode(frames)
+        d1, d2 = stereo.decode(tok[:batch], pos[:batch], tok[batch:], pos[batch:], (shape, shape))
+        lr = feats.featurizer(x01)
+        hr = feats.upsampler(lr, x01).float()
+        pts, conf = smooth_surface_pair(batch, size, size, DEV)
+        f = hr.view(batch, 2, 384, size, size).permute(0, 1, 3, 4, 2).reshape(batch, 2, size * size, 384)
+        fns = {
+            "encoder": lambda: stereo.encode(frames),
+            "decoder": lambda: stereo.decode(tok[:batch], pos[:batch], tok[batch:], pos[batch:], (shape, shape)),
+            "heads": lambda: stereo.run_heads(d1, shape, d2, shape, descriptors=False),
+            "DINO": lambda: feats.featurizer(x01),
+            "JBU": lambda: feats.upsampler(lr, x01),
+            "render + score": lambda: scorer.render_pairs(pts, conf, f),
+        }
+        out = {}
+        for name, fn in fns.items():
+            fn()
+            sync()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fn()
+                sync()
+            peak = (torch.cuda.max_memory_allocated() - base) / GiB
+            ev = [e for e in prof.key_averages() if e.device_type.name == "CUDA" or getattr(e, "device_time_total", 0) > 0]
+            ev = [e for e in ev if getattr(e, "device_time_total", 0) > 0]
+            ev.sort(key=lambda e: e.device_time_total, reverse=True)
+            total = sum(e.device_time_total for e in ev) / 1e3
+            out[name] = {"gpu_ms": total, "gpu_ms_per_pair": total / batch, "kernels": sum(e.count for e in ev),
+                         "peak_above_inputs_gib": peak,
+                         "top": [{"kernel": e.key[:90], "ms": e.device_time_total / 1e3, "count": e.count} for e in ev[:top]]}
+    return {"size": size, "batch": batch, "mode": mode, "stages": out}
+
+
+def feature_frame_rows(nets) -> list[dict]:
+    """Frames per feature-network call (``scorer.FEATURE_FRAMES``): speed and peak memory, A/B in one process."""
+    from met3r_metrics import scorer as scorer_mod
+
+    saved = scorer_mod.FEATURE_FRAMES
+    rows = []
+    try:
+        for size, batch, chunk in ((256, 16, 8), (256, 16, 16), (512, 4, 8)):
+            images = rand_images(batch, 2, 3, size, size)
+            scorer = build_scorer("official", *nets, True, batch_size=chunk, **set_precision("tf32"))
+            for rep in range(2):  # twice, alternating, so drift between rows shows
+                for ff in (4, 8, 1000):
+                    scorer_mod.FEATURE_FRAMES = ff
+                    torch.cuda.empty_cache()
+                    r = bench(lambda: scorer.score_sequences(images, [(0, 1)]), warmup=2, budget_s=1.5)
+                    rows.append({"size": size, "batch": batch, "chunk": chunk, "feature_frames": ff, "rep": rep,
+                                 "pairs_per_s": batch / r["median_s"], "peak_gib": r["peak_gib"]})
+    finally:
+        scorer_mod.FEATURE_FRAMES = saved
     return rows
 
 
@@ -387,7 +455,7 @@ def main() -> None:
         save()
 
     if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "e2e256", "baseline", "sequence", "profile", "compile",
-                               "graphs")):
+                               "graphs", "kernels", "seqdefault", "featframes")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -436,6 +504,13 @@ def main() -> None:
             log(f"e2e256 b{r['batch']} chunk {r['chunk']} {r['mode']}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         res["e2e256"] = rows
         save()
+    if on("kernels"):
+        res["stage_kernels"] = [stage_kernels(nets["official"], mode=m) for m in ("tf32", "bf16")]
+        for r in res["stage_kernels"]:
+            for name, st in r["stages"].items():
+                log(f"kernels {r['mode']} {name}: {st['gpu_ms_per_pair']:.2f} ms/pair, {st['kernels']} kernels, peak +{st['peak_above_inputs_gib']:.2f} GiB; "
+                    + "; ".join(f"{k['kernel'][:50]} {k['ms']:.1f}ms x{k['count']}" for k in st["top"][:4]))
+        save()
     if on("graphs"):
         res["graphs"] = []
         for r in graph_rows(nets["official"]):
@@ -458,6 +533,16 @@ def main() -> None:
         res["sequence"].append(sequence_rows(nets["official"], args.long_frames, "bf16", with_baseline=False))
         for r in res["sequence"]:
             log(f"sequence {r}")
+        save()
+    if on("featframes"):
+        res["feature_frames"] = feature_frame_rows(nets["official"])
+        for r in res["feature_frames"]:
+            log(f"feature frames {r}")
+        save()
+    if on("seqdefault"):  # the defaults (tf32, CUDA graphs, chunk 8): a short and a long sequence, bounded memory
+        res["sequence_default"] = [sequence_rows(nets["official"], n, "tf32", with_baseline=False) for n in (64, args.long_frames)]
+        for r in res["sequence_default"]:
+            log(f"sequence default {r}")
         save()
     if on("compile"):
         res["compiled"] = compiled_rows(nets["official"], {"mode": args.compile_mode} if args.compile_mode else None, args.chunk)

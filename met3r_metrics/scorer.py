@@ -38,6 +38,10 @@ from .settings import Settings
 __all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size", "canonical_device", "precision_context"]
 
 _BACKGROUND = -10000.0
+#: Frames per feature-network call. The upsampler's full-resolution intermediates (0.28 GiB per frame at
+#: 256x256, measured on an H200) are held for this many frames only. 8: a chunk of 8 pairs (16 frames) peaks
+#: lower than in one call, at 2-3 % of the speed (4: 6-7 %); benchmarks/README.md has the rows.
+FEATURE_FRAMES = 8
 
 
 def render_size(img_size: int | Sequence[int] | None, height: int, width: int) -> tuple[int, int]:
@@ -275,23 +279,35 @@ class MEt3RScorer(nn.Module):
 
     # -- building blocks ---------------------------------------------------------------------------
     def frame_features(self, images: Tensor) -> Tensor:
-        """Per-pixel features of frames: (N, 3, H, W) in [-1, 1] -> (N, C, H, W).
+        """Per-pixel features of frames: (N, 3, H, W) in [-1, 1] -> (N, C, H, W) float32.
 
         cosine: DINO + upsampler on ``(images + 1) / 2`` (ImageNet normalisation inside), resized
         bilinearly to (H, W) as the official code does; RGB distances: ``(images + 1) / 2``.
+        The features are stored channels-last (``permute(0, 2, 3, 1)`` is contiguous: the points layout
+        splatting reads, without a copy) and computed :data:`FEATURE_FRAMES` frames at a time, so the
+        upsampler's full-resolution intermediates are held for a few frames only (the peak-memory term).
         """
         images01 = (images + 1) / 2
         if not self.settings.uses_features:
             return images01
-        if isinstance(self.features, nn.Module) and not self.settings.feature_backbone.startswith("custom:"):
-            # ours: replayed from a CUDA graph when no gradient is needed (same kernels; met3r_metrics.cuda_graphs);
-            # a user's network runs as it is (it may do what a graph cannot replay)
-            (feats,) = graphs_for(self.features).run("features", lambda x: (self.features(x),), images01)
-        else:
-            feats = self.features(images01)
-        if feats.shape[-2:] != images.shape[-2:]:
-            feats = F.interpolate(feats, size=images.shape[-2:], mode="bilinear")
-        return feats
+        ours = isinstance(self.features, nn.Module) and not self.settings.feature_backbone.startswith("custom:")
+        n, (h, w) = images01.shape[0], images01.shape[-2:]
+        out: Tensor | None = None
+        for i in range(0, n, FEATURE_FRAMES):
+            part = images01[i : i + FEATURE_FRAMES]
+            if ours:
+                # replayed from a CUDA graph when no gradient is needed (same kernels; met3r_metrics.cuda_graphs);
+                # a user's network runs as it is (it may do what a graph cannot replay)
+                (feats,) = graphs_for(self.features).run("features", lambda x: (self.features(x),), part)
+            else:
+                feats = self.features(part)
+            if feats.shape[-2:] != (h, w):
+                feats = F.interpolate(feats, size=(h, w), mode="bilinear")
+            if out is None:
+                out = feats.new_empty((n, h, w, feats.shape[1]), dtype=torch.float32)
+            out[i : i + FEATURE_FRAMES].copy_(feats.permute(0, 2, 3, 1))
+        assert out is not None
+        return out.permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:

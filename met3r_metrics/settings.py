@@ -140,7 +140,12 @@ class Settings:
         True, "a pair without overlap is NaN, counted and excluded (False: the official 0 = perfect)"
     )
     batch_size: int = _knob(8, "directed pairs per network chunk: a memory knob (numbers agree to ~1e-6)")
-    precision: str = _knob("fp32", "fp32 (TF32 off, reference) | tf32 | bf16 (networks under bf16 autocast)")
+    # tf32 by default: the official code runs its networks in TF32 on CUDA (importing croco switches it on), so
+    # the numbers users compare with are TF32 numbers; CPUs have no TF32, so on CPU tf32 and fp32 are the same run
+    precision: str = _knob(
+        "tf32", "tf32 (TF32 matmuls/convolutions on CUDA, as the official code; on CPU the same as fp32) | fp32 (TF32 "
+        "off: the exact float32 reference) | bf16 (networks under bf16 autocast)",
+    )
 
     # -- variants ----------------------------------------------------------------------------------
     @classmethod

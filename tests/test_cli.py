@@ -114,7 +114,7 @@ def test_outputs_of_a_folder_run(single_run: Path):
     assert summary["met3r"] == pytest.approx(sum(seq_scores) / len(seq_scores))
     assert summary["met3r_ci95"][0] <= summary["met3r"] <= summary["met3r_ci95"][1]
     assert summary["settings"]["variant"] == "official" and summary["settings"]["img_size"] is not None
-    assert summary["data"]["resize"] is None and summary["settings"]["precision"] == "fp32"
+    assert summary["data"]["resize"] is None and summary["settings"]["precision"] == "tf32"
     assert summary["batch_sizes_used"] == [3] and summary["settings"]["batch_size"] == 3
     assert summary["package_version"]
     assert summary["num_zero_overlap_pairs"] == sum(r["score"] == "nan" for r in rows)
