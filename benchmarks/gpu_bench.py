@@ -246,19 +246,27 @@ def raster_cuda_check() -> dict:
             "coverage": float((a[0][..., 0] >= 0).float().mean())}
 
 
-def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16) -> str:
-    """torch.profiler table (top CUDA kernels) of one official 256x256 call on ``batch`` pairs."""
+def profile_e2e(nets, out_dir: Path, mode: str = "tf32", batch: int = 16, warm: int = 1) -> str:
+    """torch.profiler table (top CUDA kernels) of one official 256x256 call on ``batch`` pairs, after
+    ``warm`` calls (3: the network stages replay from CUDA graphs)."""
     from torch.profiler import ProfilerActivity, profile
 
     over = set_precision(mode)
     scorer = build_scorer("official", *nets, True, **over)
     images = rand_images(batch, 2, 3, 256, 256)
+    for _ in range(warm):
+        scorer.score_sequences(images, [(0, 1)])
+    sync()
+    t0 = time.perf_counter()
     scorer.score_sequences(images, [(0, 1)])
     sync()
+    wall_ms = 1e3 * (time.perf_counter() - t0)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         scorer.score_sequences(images, [(0, 1)])
         sync()
     table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=60)
+    busy = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages()) / 1e3
+    table = f"unprofiled wall {wall_ms:.1f} ms; profiled device time (sum of kernels) {busy:.1f} ms\n" + table
     (out_dir / f"profile_{mode}_b{batch}.txt").write_text(table)
     return table
 
@@ -383,6 +391,31 @@ def feature_frame_rows(nets) -> list[dict]:
     return rows
 
 
+def raster_rows(nets) -> list[dict]:
+    """The sync-free dense rasterizer (graphed) vs the chunked one with host syncs, A/B in one process."""
+    from met3r_metrics import render
+
+    rows = []
+    saved = render.DENSE_ON_ACCELERATORS
+    try:
+        for size, batch, chunk in ((256, 1, 8), (256, 16, 8), (512, 4, 8)):
+            images = rand_images(batch, 2, 3, size, size)
+            scorer = build_scorer("official", *nets, True, batch_size=chunk, **set_precision("tf32"))
+            ref = None
+            for rep in range(2):
+                for dense in (False, True):
+                    render.DENSE_ON_ACCELERATORS = dense
+                    r = bench(lambda: scorer.score_sequences(images, [(0, 1)]), warmup=2, budget_s=1.5)
+                    got = scorer.score_sequences(images, [(0, 1)])["pair_scores"]
+                    ref = got if ref is None else ref
+                    rows.append({"size": size, "batch": batch, "chunk": chunk, "dense_raster": dense, "rep": rep,
+                                 "pairs_per_s": batch / r["median_s"], "ms_per_call": 1e3 * r["median_s"],
+                                 "peak_gib": r["peak_gib"], "max_abs_diff_vs_chunked": float((got - ref).abs().max())})
+    finally:
+        render.DENSE_ON_ACCELERATORS = saved
+    return rows
+
+
 def compiled_rows(nets, mode_kw: dict | None = None, chunk: int | None = None) -> list[dict]:
     """Opt-in torch.compile of the transformer blocks: compile time, speed and score deviation.
 
@@ -455,7 +488,7 @@ def main() -> None:
         save()
 
     if not any(on(n) for n in ("floor", "accuracy", "stages", "e2e", "e2e256", "baseline", "sequence", "profile", "compile",
-                               "graphs", "kernels", "seqdefault", "featframes")):
+                               "graphs", "kernels", "seqdefault", "featframes", "kernels1", "profile1", "raster")):
         save()
         return
     nets = {v: random_networks(b, DEV) for v, b in BACKBONES.items()}
@@ -504,6 +537,11 @@ def main() -> None:
             log(f"e2e256 b{r['batch']} chunk {r['chunk']} {r['mode']}: {r['pairs_per_s']:.1f} pairs/s, peak {r['peak_gib']:.2f} GiB")
         res["e2e256"] = rows
         save()
+    if on("kernels1"):  # one pair per call: GPU time per stage, to split the 1-pair latency into GPU and host
+        res["stage_kernels_1pair"] = [stage_kernels(nets["official"], batch=1, mode="tf32")]
+        for name, st in res["stage_kernels_1pair"][0]["stages"].items():
+            log(f"kernels1 {name}: {st['gpu_ms']:.2f} ms GPU, {st['kernels']} kernels")
+        save()
     if on("kernels"):
         res["stage_kernels"] = [stage_kernels(nets["official"], mode=m) for m in ("tf32", "bf16")]
         for r in res["stage_kernels"]:
@@ -528,6 +566,8 @@ def main() -> None:
         save()
     if on("profile"):
         print(profile_e2e(nets["official"], out_dir), flush=True)
+    if on("profile1"):  # one graphed 1-pair call: device busy time vs wall time shows the host gaps
+        print(profile_e2e(nets["official"], out_dir, batch=1, warm=3), flush=True)
     if on("sequence"):
         res["sequence"] = [sequence_rows(nets["official"], 64, m) for m in ("tf32", "bf16")]
         res["sequence"].append(sequence_rows(nets["official"], args.long_frames, "bf16", with_baseline=False))
@@ -538,6 +578,11 @@ def main() -> None:
         res["feature_frames"] = feature_frame_rows(nets["official"])
         for r in res["feature_frames"]:
             log(f"feature frames {r}")
+        save()
+    if on("raster"):
+        res["raster"] = raster_rows(nets["official"])
+        for r in res["raster"]:
+            log(f"raster {r}")
         save()
     if on("seqdefault"):  # the defaults (tf32, CUDA graphs, chunk 8): a short and a long sequence, bounded memory
         res["sequence_default"] = [sequence_rows(nets["official"], n, "tf32", with_baseline=False) for n in (64, args.long_frames)]

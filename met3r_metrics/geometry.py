@@ -47,9 +47,10 @@ def estimate_focal(canon: Tensor) -> Tensor:
     """
     n, h, w, _ = canon.shape
     dev = canon.device
-    # integer grid minus a float principal point, as dust3r's xy_grid(W, H) - pp
-    u = torch.arange(w, device=dev).view(1, 1, w) - torch.tensor(w / 2, dtype=canon.dtype, device=dev)
-    v = torch.arange(h, device=dev).view(1, h, 1) - torch.tensor(h / 2, dtype=canon.dtype, device=dev)
+    # integer grid minus a float principal point, as dust3r's xy_grid(W, H) - pp (the grid is exact in floats;
+    # a Python scalar, not a tensor built on the host, whose copy to a GPU would wait for the device)
+    u = torch.arange(w, device=dev, dtype=canon.dtype).view(1, 1, w) - w / 2
+    v = torch.arange(h, device=dev, dtype=canon.dtype).view(1, h, 1) - h / 2
     x, y, z = canon.unbind(-1)
     fx_votes = (u * z) / x
     fy_votes = (v * z) / y

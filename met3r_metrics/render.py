@@ -15,6 +15,7 @@ than points x pixels. On CPU in float32 all outputs equal PyTorch3D's CPU kernel
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -39,6 +40,8 @@ _DEFAULT_CHUNK = 1 << 21
 # On accelerators: ~130 MiB of float32 distances per chunk, so 32 clouds of 65,536 points at radius 0.01
 # (19M candidates) take one chunk (measured on an H100: 7.4 ms per pair with 2**21, which needed 9 chunks).
 _ACCEL_CHUNK = 1 << 25
+#: The sync-free dense pass (see :func:`rasterize_points`) on accelerators when it fits one chunk.
+DENSE_ON_ACCELERATORS = True
 
 
 def project_points(
@@ -120,6 +123,7 @@ def rasterize_points(
     points_per_pixel: int = 10,
     *,
     chunk_size: int | None = None,
+    dense: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward-splatting rasterizer equal to PyTorch3D's naive ``rasterize_points`` (bin_size=0, CPU rules).
 
@@ -132,6 +136,9 @@ def rasterize_points(
         chunk_size: candidate point-pixel pairs processed at once (bounds memory; results do not depend on it).
             Default: 2**21 on CPU (cache-sized), 2**25 on accelerators (a MEt3R batch in one chunk: each
             chunk costs host syncs and, past the first, a merge sort).
+        dense: test every point's whole window in one pass without compaction (no host sync; same slots,
+            bit for bit) when all points x window cells fit in ``chunk_size``. Default: on accelerators
+            (:data:`DENSE_ON_ACCELERATORS`), off on CPU.
 
     Returns:
         idx (B, H, W, K) int64 packed indices b * N + n, zbuf (B, H, W, K) depth, dists (B, H, W, K)
@@ -142,8 +149,9 @@ def rasterize_points(
     plus a sort of the hits. Memory is bounded by ``chunk_size`` whatever the radius: pending hits are
     merged down to K per pixel whenever they exceed it.
 
-    Host syncs: one to count the points whose disc can touch the image (sizes the chunk loop), one per
-    chunk to compact its hits, and one per intermediate merge when the hits exceed ``chunk_size``.
+    Host syncs: none on the dense path. Otherwise one to count the points whose disc can touch the image
+    (sizes the chunk loop), one per chunk to compact its hits, and one per intermediate merge when the hits
+    exceed ``chunk_size``.
     """
     H, W = _check_size(image_size)
     B, N, _ = _check_ndc(ndc)
@@ -154,12 +162,10 @@ def rasterize_points(
     if chunk_size is None:
         chunk_size = _DEFAULT_CHUNK if device.type == "cpu" else _ACCEL_CHUNK
     S = min(H, W)
-    num_slots = B * H * W * K
     if N == 0:
         empty = torch.full((B, H, W, K), -1, dtype=torch.int64, device=device)
         return empty, empty.to(ndc.dtype), empty.to(ndc.dtype)
-    y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, device)
-    r2 = _radius_sq(radius, ndc.dtype, device)
+    y_of_row, x_of_col, r2 = _grid_constants(H, W, float(radius), ndc.dtype, device)
 
     with torch.no_grad():
         pts = ndc.detach().reshape(B * N, 3)
@@ -172,74 +178,154 @@ def rasterize_points(
         # comparisons with NaN are False).
         reach = half + 1.0
         touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
-        cand = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed index
-        # Visit points in ascending (z, packed index): every later hit of a pixel then ranks after every
-        # earlier one, so a stable sort by pixel alone yields PyTorch3D's CPU order (ties -> lower index),
-        # and merging chunks is a concatenation.
-        cand = cand.index_select(0, _stable_depth_order(z.index_select(0, cand)))
-        num_cand = cand.numel()
 
-        # Window: integers j with a < j < a + r*S, a = col_c - r*S/2, widened by the slack on both sides.
-        span = radius * S + 2 * _WINDOW_SLACK_PX
-        nx = min(W, int(math.floor(span)) + 1)
-        ny = min(H, int(math.floor(span)) + 1)
+        nx, ny = _window(radius, H, W)
         ar_x = torch.arange(nx, device=device)
         ar_y = torch.arange(ny, device=device)
-        per_chunk = max(1, chunk_size // (nx * ny))
         pix_dtype = torch.int32 if B * H * W < 1 << 31 else torch.int64  # int32 sorts several times faster
+        if dense is None:
+            dense = device.type != "cpu" and DENSE_ON_ACCELERATORS
+        if dense and B * N * nx * ny <= chunk_size:
+            idx_flat = _dense_slots(
+                x, y, z, touches, col_c, row_c, half, (nx, ny), (ar_x, ar_y), (y_of_row, x_of_col), r2, (B, N, H, W, K),
+                pix_dtype,
+            )
+        else:
+            idx_flat = _chunked_slots(
+                x, y, z, touches, col_c, row_c, half, (nx, ny), (ar_x, ar_y), (y_of_row, x_of_col), r2, (B, N, H, W, K),
+                pix_dtype, chunk_size,
+            )
+    return _gather_outputs(ndc, idx_flat, (B, H, W, K), y_of_row, x_of_col)
 
-        kept_pix = torch.empty(0, dtype=pix_dtype, device=device)
-        kept_idx = torch.empty(0, dtype=torch.int64, device=device)
-        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
-        pending_n = 0
-        for start in range(0, num_cand, per_chunk):
-            p = cand[start : start + per_chunk]
-            m = p.numel()
-            # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
-            lo_x = torch.floor(col_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
-            lo_y = torch.floor(row_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
-            cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
-            rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
-            dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
-            dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
-            # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
-            d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx)
-            hit = (d2 < r2).view(m, ny * nx).nonzero()  # host sync: hit count; (point, window cell)
-            if hit.numel() == 0:
-                continue
-            pix = ((p // N)[:, None] * H + rows) * W  # (m, ny) row starts
-            pix = (pix[:, :, None] + cols[:, None, :]).view(-1).to(pix_dtype)  # (m * ny * nx)
-            pending.append((pix.index_select(0, hit[:, 0] * (ny * nx) + hit[:, 1]), p.index_select(0, hit[:, 0])))
-            pending_n += hit.shape[0]
-            if pending_n > chunk_size:  # merge so memory stays bounded
-                pix_s, idx_s, rank = _sort_by_pixel(
-                    torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
-                )
-                keep = rank < K  # host sync (compaction)
-                kept_pix, kept_idx = pix_s[keep], idx_s[keep]
-                pending, pending_n = [], 0
 
-        pix_s, idx_s, rank = _sort_by_pixel(
-            torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
-        )
-        # Entries past K go to a dump slot at the end instead of being compacted (no sync).
-        slot = torch.where(rank < K, pix_s.long() * K + rank, num_slots)
-        idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=device)
-        idx_flat.scatter_(0, slot, idx_s)
-        idx_flat = idx_flat[:num_slots]
+def _window(radius: float, H: int, W: int) -> tuple[int, int]:
+    """(nx, ny) candidate window of a point: the integers j with a < j < a + r*S, a = col_c - r*S/2
+    (S = min(H, W)), widened by the slack on both sides."""
+    span = radius * min(H, W) + 2 * _WINDOW_SLACK_PX
+    return min(W, int(math.floor(span)) + 1), min(H, int(math.floor(span)) + 1)
 
-    # zbuf and dists are gathered from the inputs with the same float ops as the hit test (bit-identical),
-    # outside no_grad so they carry gradients to ndc like PyTorch3D's.
-    shape = (B, H, W, K)
+
+def _chunked_slots(
+    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, touches: torch.Tensor, col_c: torch.Tensor, row_c: torch.Tensor,
+    half: float, window: tuple[int, int], ar: tuple[torch.Tensor, torch.Tensor], centres: tuple[torch.Tensor, torch.Tensor],
+    r2: torch.Tensor, dims: tuple[int, int, int, int, int], pix_dtype: torch.dtype, chunk_size: int,
+) -> torch.Tensor:
+    """Slots of the touching points, chunk by chunk with compaction (bounded memory for any radius).
+    Returns idx_flat (B*H*W*K,) int64, -1 where empty."""
+    nx, ny = window
+    ar_x, ar_y = ar
+    y_of_row, x_of_col = centres
+    B, N, H, W, K = dims
+    device = z.device
+    num_slots = B * H * W * K
+    cand = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed index
+    # Visit points in ascending (z, packed index): every later hit of a pixel then ranks after every
+    # earlier one, so a stable sort by pixel alone yields PyTorch3D's CPU order (ties -> lower index),
+    # and merging chunks is a concatenation.
+    cand = cand.index_select(0, _stable_depth_order(z.index_select(0, cand)))
+    num_cand = cand.numel()
+    per_chunk = max(1, chunk_size // (nx * ny))
+
+    kept_pix = torch.empty(0, dtype=pix_dtype, device=device)
+    kept_idx = torch.empty(0, dtype=torch.int64, device=device)
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    pending_n = 0
+    for start in range(0, num_cand, per_chunk):
+        p = cand[start : start + per_chunk]
+        m = p.numel()
+        # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
+        lo_x = torch.floor(col_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
+        lo_y = torch.floor(row_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
+        cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
+        rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
+        dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
+        dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
+        # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
+        d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx)
+        hit = (d2 < r2).view(m, ny * nx).nonzero()  # host sync: hit count; (point, window cell)
+        if hit.numel() == 0:
+            continue
+        pix = ((p // N)[:, None] * H + rows) * W  # (m, ny) row starts
+        pix = (pix[:, :, None] + cols[:, None, :]).view(-1).to(pix_dtype)  # (m * ny * nx)
+        pending.append((pix.index_select(0, hit[:, 0] * (ny * nx) + hit[:, 1]), p.index_select(0, hit[:, 0])))
+        pending_n += hit.shape[0]
+        if pending_n > chunk_size:  # merge so memory stays bounded
+            pix_s, idx_s, rank = _sort_by_pixel(
+                torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
+            )
+            keep = rank < K  # host sync (compaction)
+            kept_pix, kept_idx = pix_s[keep], idx_s[keep]
+            pending, pending_n = [], 0
+
+    pix_s, idx_s, rank = _sort_by_pixel(
+        torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
+    )
+    # Entries past K go to a dump slot at the end instead of being compacted (no sync).
+    slot = torch.where(rank < K, pix_s.long() * K + rank, num_slots)
+    idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=device)
+    idx_flat.scatter_(0, slot, idx_s)
+    return idx_flat[:num_slots]
+
+
+def _dense_slots(
+    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, touches: torch.Tensor, col_c: torch.Tensor, row_c: torch.Tensor,
+    half: float, window: tuple[int, int], ar: tuple[torch.Tensor, torch.Tensor], centres: tuple[torch.Tensor, torch.Tensor],
+    r2: torch.Tensor, dims: tuple[int, int, int, int, int], pix_dtype: torch.dtype,
+) -> torch.Tensor:
+    """The chunked path's slots without a host sync: every point's whole window is tested at once.
+
+    Instead of compacting the touching points and the hits (``nonzero``, which must read a count on the
+    host), non-touching points keep their place with a finite dummy window and every miss gets the dump
+    pixel ``B*H*W``, which sorts last. Points are visited in the same ascending (z, packed index) order
+    (non-touching ones sort after every touching one), so each pixel's hits, and therefore the slots, are
+    exactly the chunked path's. Returns idx_flat (B*H*W*K,) int64, -1 where empty.
+    """
+    nx, ny = window
+    ar_x, ar_y = ar
+    y_of_row, x_of_col = centres
+    B, N, H, W, K = dims
+    dump = B * H * W
+    p = _stable_depth_order(torch.where(touches, z, float("inf")))  # (B*N,): touching points first, ascending (z, index)
+    tp = touches.index_select(0, p)
+    m = p.numel()
+    cx = torch.where(tp, col_c.index_select(0, p), 0.0)  # a finite window for every point; misses are masked
+    cy = torch.where(tp, row_c.index_select(0, p), 0.0)
+    lo_x = torch.floor(cx - half - _WINDOW_SLACK_PX) + 1
+    lo_y = torch.floor(cy - half - _WINDOW_SLACK_PX) + 1
+    cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
+    rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
+    dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
+    dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
+    d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx), the chunked path's op order
+    hit = (d2 < r2) & tp[:, None, None]
+    pix = ((p // N)[:, None] * H + rows) * W
+    pix = (pix[:, :, None] + cols[:, None, :]).view(-1)
+    pix = torch.where(hit.view(-1), pix, dump).to(pix_dtype)
+    ids = p[:, None].expand(m, ny * nx).reshape(-1)
+    pix_s, idx_s, rank = _sort_by_pixel(pix, ids)
+    num_slots = dump * K
+    slot = torch.where((rank < K) & (pix_s < dump), pix_s.long() * K + rank, num_slots)
+    idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=z.device)
+    idx_flat.scatter_(0, slot, idx_s)
+    return idx_flat[:num_slots]
+
+
+def _gather_outputs(
+    ndc: torch.Tensor, idx_flat: torch.Tensor, shape: tuple[int, int, int, int], y_of_row: torch.Tensor,
+    x_of_col: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(idx, zbuf, dists) of the slots: gathered from ``ndc`` with the hit test's float ops (bit-identical),
+    under the caller's autograd mode so zbuf and dists carry gradients to ndc like PyTorch3D's."""
+    B, H, W, K = shape
     idx4 = idx_flat.view(shape)
     valid = idx4 >= 0
     safe = idx_flat.clamp(min=0)
-    x_sel, y_sel, z_sel = (c.index_select(0, safe).view(shape) for c in ndc.reshape(B * N, 3).unbind(-1))
+    x_sel, y_sel, z_sel = (c.index_select(0, safe).view(shape) for c in ndc.reshape(-1, 3).unbind(-1))
     dx = x_sel - x_of_col.view(1, 1, W, 1)
     dy = y_sel - y_of_row.view(1, H, 1, 1)
-    minus_one = torch.tensor(-1.0, dtype=ndc.dtype, device=device)
-    dists = torch.where(valid, dx * dx + dy * dy, minus_one)
-    zbuf = torch.where(valid, z_sel, minus_one)
+    # Python -1.0, not a tensor built on the host: copying one to the device would wait for its queue
+    dists = torch.where(valid, dx * dx + dy * dy, -1.0)
+    zbuf = torch.where(valid, z_sel, -1.0)
     return idx4, zbuf, dists
 
 
@@ -368,9 +454,45 @@ def splat(
         bool, True where at least one point hit (MEt3R's overlap mask is coverage of both clouds).
     """
     ndc = project_points(points, focal_ndc, image_size, principal_point)
-    idx, _, dists = rasterize_points(ndc, image_size, radius, points_per_pixel)
+    idx, dists = _rasterize_for_splat(ndc, image_size, radius, points_per_pixel)
     images = alpha_composite(idx, dists, features, radius, background)
     return images, idx[..., 0] >= 0
+
+
+def _rasterize_for_splat(
+    ndc: torch.Tensor, image_size: tuple[int, int], radius: float, points_per_pixel: int, graphs: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(idx, dists) of :func:`rasterize_points`, replayed from a CUDA graph when its dense pass applies
+    (no host sync to capture; the same kernels, so the same slots). ``graphs``: a
+    :class:`~met3r_metrics.cuda_graphs.GraphCache` to use instead of this module's (tests)."""
+    H, W = _check_size(image_size)
+    B, N, _ = _check_ndc(ndc)
+    nx, ny = _window(radius, H, W)
+    use = graphs is not None or (ndc.is_cuda and DENSE_ON_ACCELERATORS)
+    if not (use and 0 < B * N * nx * ny <= _ACCEL_CHUNK):
+        idx, _, dists = rasterize_points(ndc, image_size, radius, points_per_pixel)
+        return idx, dists
+
+    def run(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, _, dists = rasterize_points(t, (H, W), radius, points_per_pixel, dense=True, chunk_size=_ACCEL_CHUNK)
+        return idx, dists
+
+    cache = graphs if graphs is not None else _raster_graphs()
+    idx, dists = cache.run("rasterize", run, ndc, static=(H, W, float(radius), int(points_per_pixel)))
+    return idx, dists
+
+
+_RASTER_GRAPHS: Any = None
+
+
+def _raster_graphs() -> Any:
+    """The rasterizer's CUDA-graph cache, built on first use (a leaf utility: no data-flow module above)."""
+    global _RASTER_GRAPHS
+    if _RASTER_GRAPHS is None:
+        from .cuda_graphs import GraphCache
+
+        _RASTER_GRAPHS = GraphCache()
+    return _RASTER_GRAPHS
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,6 +539,23 @@ def _stable_depth_order(z: torch.Tensor) -> torch.Tensor:
 def _radius_sq(radius: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     r = torch.tensor(radius, dtype=dtype)  # r*r in the working precision, like the kernel's float radius2
     return (r * r).to(device)
+
+
+_GRID_CONSTANTS: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _grid_constants(
+    H: int, W: int, radius: float, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y_of_row, x_of_col, r*r) on ``device``, cached: each is built on the CPU, and a copy from host memory
+    waits for the device's queue, i.e. it would be a host sync on every call."""
+    key = (H, W, radius, dtype, str(device))
+    got = _GRID_CONSTANTS.get(key)
+    if got is None:
+        if len(_GRID_CONSTANTS) > 256:  # many sizes/radii in one process: start over rather than grow
+            _GRID_CONSTANTS.clear()
+        got = _GRID_CONSTANTS[key] = (*pixel_centers_ndc((H, W), dtype, device), _radius_sq(radius, dtype, device))
+    return got
 
 
 def _check_size(image_size: tuple[int, int]) -> tuple[int, int]:

@@ -146,3 +146,19 @@ def test_scorer_stages_through_recorded_graphs_equal_eager(golden_root, tmp_path
             c.clear()
     for e, g in zip(eager, graphed):
         assert torch.equal(e, g)
+
+
+def test_splat_rasterizer_through_recorded_graphs_equals_eager():
+    """The splat's rasterizer stage (dense pass, keyed by size/radius/K) replays with fresh points."""
+    from met3r_metrics.render import _rasterize_for_splat, rasterize_points
+
+    cache = GraphCache(RecordingBackend())
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):
+        ndc = torch.rand(2, 300, 3, generator=gen) * 2 - 1
+        ndc[..., 2] = ndc[..., 2].abs() + 0.1
+        for size, radius in (((16, 16), 0.1), ((12, 20), 0.05)):
+            idx, dists = _rasterize_for_splat(ndc, size, radius, 4, graphs=cache)
+            ref_idx, _, ref_dists = rasterize_points(ndc, size, radius, 4)
+            assert torch.equal(idx, ref_idx) and torch.equal(dists, ref_dists), (step, size)
+    assert (cache.captures, cache.replays) == (2, 6)  # one graph per (size, radius), from the second call

@@ -82,6 +82,8 @@ def test_splatter_equals_all_pairs_reference(B: int, N: int, H: int, W: int, rad
     # Tiny chunks exercise the chunk loop and the intermediate top-K merges.
     _assert_same(rasterize_points(ndc, (H, W), radius, K, chunk_size=37), ref)
     _assert_same(naive_rasterize_points(ndc, (H, W), radius, K, chunk_size=100), ref)
+    # The sync-free dense pass (the accelerator default) gives the same slots, bit for bit.
+    _assert_same(rasterize_points(ndc, (H, W), radius, K, dense=True), ref)
 
 
 def test_float64_path_equals_reference() -> None:
@@ -92,6 +94,20 @@ def test_float64_path_equals_reference() -> None:
     for x, y in zip(out, ref):
         assert torch.equal(x, y)
     assert out[2].dtype == torch.float64
+    for x, y in zip(rasterize_points(ndc, (12, 17), 0.15, 5, dense=True), ref):
+        assert torch.equal(x, y)
+
+
+def test_dense_pass_only_when_it_fits_and_keeps_gradients() -> None:
+    """The dense pass falls back to the chunked one past chunk_size, and zbuf/dists still reach ndc."""
+    gen = torch.Generator().manual_seed(11)
+    ndc = _hard_points(gen, 2, 300, 16, 16, 0.1)
+    ref = naive_rasterize_points(ndc, (16, 16), 0.1, 10)
+    _assert_same(rasterize_points(ndc, (16, 16), 0.1, 10, dense=True, chunk_size=50), ref)  # too small: chunked
+    leaf = ndc.clone().nan_to_num_(0.0, 0.0, 0.0).requires_grad_(True)
+    _, zbuf, dists = rasterize_points(leaf, (16, 16), 0.1, 10, dense=True)
+    (zbuf.clamp(min=0).sum() + dists.clamp(min=0).sum()).backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
 
 
 def test_output_invariants() -> None:

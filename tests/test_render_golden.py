@@ -70,6 +70,12 @@ def test_small_cases_bit_exact(case: str) -> None:
     images = alpha_composite(idx, dists, g["features"], radius=r, background=meta["background_value"])
     _assert_bits_equal(images.permute(0, 2, 3, 1), g["images"], "images")
 
+    # The sync-free dense pass (the accelerator default) too.
+    d_idx, d_zbuf, d_dists = rasterize_points(ndc, (H, W), radius=r, points_per_pixel=meta["points_per_pixel"], dense=True)
+    _assert_bits_equal(d_idx, g["idx"], "dense idx")
+    _assert_bits_equal(d_zbuf, zbuf_gold, "dense zbuf")
+    _assert_bits_equal(d_dists, g["dists"], "dense dists")
+
     # The all-pairs reference gives the same answer.
     n_idx, n_zbuf, n_dists = naive_rasterize_points(ndc, (H, W), radius=r)
     _assert_bits_equal(n_idx, g["idx"], "naive idx")
@@ -108,6 +114,9 @@ def test_met3r_pair_256_bit_exact() -> None:
 
     ndc = project_points(g["points_world"], g["focal_ndc"], (H, W))
     idx, zbuf, dists = rasterize_points(ndc, (H, W), radius=r)
+    dense = rasterize_points(ndc, (H, W), radius=r, dense=True)  # the accelerator default: same slots
+    for a, b in zip(dense, (idx, zbuf, dists)):
+        _assert_bits_equal(a, b, "dense vs chunked")
     rows = g["rows"]
     _assert_bits_equal(idx[:, rows], g["idx_rows"], "idx rows")
     _assert_bits_equal(dists[:, rows], g["dists_rows"], "dists rows")
