@@ -102,6 +102,10 @@ class MEt3RCallback(Callback):
     * ``sample_fn(pl_module, batch, batch_idx) -> Tensor (B, V, 3, H, W)`` if given, else
     * ``pl_module.sample_views(batch) -> Tensor (B, V, 3, H, W)``.
 
+    Known cameras: with ``metric_kwargs={"geometry": "given"}`` either returns a pair
+    ``(views, met3r_metrics.KnownGeometry)``, the cameras (and depth) the views were generated for;
+    MEt3R then scores them under those cameras instead of a geometry network's.
+
     If neither exists, :meth:`setup` raises a ``TypeError`` before training starts. Sampling runs
     under ``torch.no_grad()`` and the trainer's precision context (like ``validation_step``); the
     metrics run in float32 with autocast disabled.
@@ -209,6 +213,7 @@ class MEt3RCallback(Callback):
         self._samples_seen = 0
         self._sample_quota: int | None = None
         self._plot_views: list[Tensor] = []
+        self._plot_geometry: list[Any] = []
         # Results of the last evaluation, for users and tests (identical on all ranks).
         self.last_results: dict[str, float] = {}
         self.last_figure_path: Path | None = None
@@ -318,6 +323,7 @@ class MEt3RCallback(Callback):
         self._batches_seen = 0
         self._samples_seen = 0
         self._plot_views = []
+        self._plot_geometry = []
         self._sample_quota = (
             None if self.max_samples is None else _rank_quota(self.max_samples, trainer.world_size, trainer.global_rank)
         )
@@ -372,30 +378,34 @@ class MEt3RCallback(Callback):
 
         sampler = self._resolve_sampler(pl_module)
         with torch.no_grad(), trainer.strategy.precision_plugin.val_step_context():
-            views = sampler(pl_module, batch, batch_idx)
-        if not isinstance(views, Tensor):
-            raise ValueError(f"sample_fn / sample_views: expected a tensor (B, V, 3, H, W), got {type(views).__name__}")
+            views, geometry = _split_sample(sampler(pl_module, batch, batch_idx))
         real = self._real_images(batch) if self._wants_real_images() else None
         if remaining is not None and views.shape[0] > remaining:
             # Keep the real images of the same batch rows when they line up with the samples.
             if real is not None and real.shape[0] == views.shape[0]:
                 real = real[:remaining]
             views = views[:remaining]
+            geometry = None if geometry is None else geometry[:remaining]
         self._samples_seen += views.shape[0]
-        self._update_metrics(views, real, pl_module.device)
+        self._update_metrics(views, real, pl_module.device, geometry)
 
         if trainer.is_global_zero and self.num_plot_pairs > 0:
             stored = sum(v.shape[0] for v in self._plot_views)
             if stored < self.num_plot_pairs:
                 self._plot_views.append(views[: self.num_plot_pairs - stored].detach().cpu())
+                if geometry is not None:
+                    self._plot_geometry.append(geometry[: self.num_plot_pairs - stored].to("cpu"))
 
-    def _update_metrics(self, views: Tensor, real: Tensor | None, device: torch.device) -> None:
+    def _update_metrics(self, views: Tensor, real: Tensor | None, device: torch.device, geometry: Any = None) -> None:
         """Metric updates in float32 with autocast off (mixed precision must not leak in)."""
         views = views.detach().to(device)
         if views.dtype != torch.uint8:
             views = views.float()
+        if geometry is not None:
+            geometry = geometry.to(device)
         with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-            self.met3r_metric.update(views)  # the front door validates shape, range and size
+            # the front door validates shape, range and size (and the geometry against the views)
+            self.met3r_metric.update(views, geometry=geometry)
             if not self.metrics:
                 return
             fake = to_unit_range(views.reshape(-1, *views.shape[-3:]), self.normalize)
@@ -430,14 +440,18 @@ class MEt3RCallback(Callback):
             pl_module.log(self._key(name), value, on_step=False, on_epoch=True, sync_dist=True, reduce_fx="max")
 
         if trainer.is_global_zero and self._plot_views:
-            self._log_figure(trainer, torch.cat(self._plot_views))
+            from met3r_metrics import KnownGeometry
+
+            geometry = KnownGeometry.cat(self._plot_geometry) if self._plot_geometry else None
+            self._log_figure(trainer, torch.cat(self._plot_views), geometry)
         self._plot_views = []
+        self._plot_geometry = []
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._active = False
 
     # ------------------------------------------------------------------ pictures
-    def _pair_maps(self, views: Tensor) -> dict[str, Tensor]:
+    def _pair_maps(self, views: Tensor, geometry: Any = None) -> dict[str, Tensor]:
         """Score maps of the first ``num_plot_pairs`` pairs of ``views`` (S, V, 3, H, W), rank 0 only.
 
         Returns view1 / view2 ``(N, 3, H, W)`` in [0, 1], score_maps / masks ``(N, h, w)``,
@@ -452,12 +466,16 @@ class MEt3RCallback(Callback):
             # One pair per sample is enough: score only each sample's first pair (pictures must stay cheap).
             frames = list(metric.settings.pairs(views.shape[1])[0])
             views, pairs = views[: self.num_plot_pairs][:, frames], [(0, 1)]
+            if geometry is not None:
+                geometry = geometry[: self.num_plot_pairs].index_views(frames)
         views = views.to(device)
         if views.dtype != torch.uint8:
             views = views.float()
+        if geometry is not None:
+            geometry = geometry.to(device)
         with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
             out = score_views(views, metric.settings, normalize=metric.normalize, scorer=metric.scorer,
-                              pairs=pairs, return_maps=True)
+                              pairs=pairs, return_maps=True, geometry=geometry)
         pair_idx = out.pairs.to("cpu")  # (P, 2) into `views`
         num_seq, num_pairs = out.pair_scores.shape
         # First pair of every sequence first, then second pairs, ...: variety across samples.
@@ -475,11 +493,11 @@ class MEt3RCallback(Callback):
             "titles": [f"sample {s} views {named(p, 0)}->{named(p, 1)}" for s, p in order],
         }
 
-    def _log_figure(self, trainer: Trainer, views: Tensor) -> None:
+    def _log_figure(self, trainer: Trainer, views: Tensor, geometry: Any = None) -> None:
         try:
             from met3r_metrics.plotting import plot_pair_maps
 
-            maps = self._pair_maps(views)
+            maps = self._pair_maps(views, geometry)
             fig = plot_pair_maps(
                 maps["view1"], maps["view2"], maps["score_maps"], maps["masks"], maps["scores"],
                 titles=maps["titles"], distance=self.settings.distance,
@@ -498,6 +516,21 @@ class MEt3RCallback(Callback):
             path = root / f"epoch_{trainer.current_epoch:03d}.png"
             fig.savefig(path, dpi=100)
             self.last_figure_path = path
+
+
+def _split_sample(sample: Any) -> tuple[Tensor, Any]:
+    """``views`` or ``(views, KnownGeometry)`` from a sampler -> (views, geometry or None)."""
+    from met3r_metrics import KnownGeometry
+
+    geometry = None
+    if isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[1], KnownGeometry):
+        sample, geometry = sample
+    if not isinstance(sample, Tensor):
+        raise ValueError(
+            "sample_fn / sample_views: expected a tensor (B, V, 3, H, W) or a pair (views, KnownGeometry), "
+            f"got {type(sample).__name__}"
+        )
+    return sample, geometry
 
 
 def _figure_to_array(fig: Any) -> Any:

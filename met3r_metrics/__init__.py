@@ -7,6 +7,7 @@ Public names::
     from met3r_metrics import MEt3RScorer      # nn.Module owning the frozen networks
     from met3r_metrics import Settings         # every knob: one frozen, validated dataclass (variants:
                                                # Settings.official(), Settings.paper())
+    from met3r_metrics import KnownGeometry    # known cameras: from_depth / from_points -> geometry=
 
 Importing this package has no side effects: no RNG seeding, no TF32 switching, no downloads.
 The public names are loaded on first access (PEP 562), so ``import met3r_metrics`` stays cheap.
@@ -27,12 +28,14 @@ _LAZY = {
     "Settings": ("met3r_metrics.settings", "Settings"),
     "score_views": ("met3r_metrics.functional", "score_views"),
     "VARIANTS": ("met3r_metrics.settings", "VARIANTS"),
+    "KnownGeometry": ("met3r_metrics.known_geometry", "KnownGeometry"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from met3r_metrics.functional import SequenceScores, met3r, score_views
+    from met3r_metrics.known_geometry import KnownGeometry
     from met3r_metrics.metric import MEt3R
     from met3r_metrics.scorer import MEt3RScorer, get_scorer
     from met3r_metrics.settings import VARIANTS, Settings

@@ -36,7 +36,8 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from .functional import score_views
+from .functional import custom_networks, given_geometry_defaults, score_views
+from .known_geometry import KnownGeometry
 from .scorer import MEt3RScorer, get_scorer
 from .settings import DISTANCES, FIELDS, Settings, resolve
 
@@ -83,7 +84,10 @@ class MEt3R(Metric):
             reference, never registered as a sub-module); settings choosing other networks are refused.
         **kwargs: fields of :class:`~met3r_metrics.Settings` (pairing, backbone, backbone_weights,
             img_size, symmetric, radius, distance, batch_size, precision, ...) and the usual
-            torchmetrics kwargs (sync_on_compute, process_group, dist_sync_fn, ...).
+            torchmetrics kwargs (sync_on_compute, process_group, dist_sync_fn, ...). ``backbone`` /
+            ``feature_backbone`` may be your own callable / ``nn.Module`` (kept as a plain reference,
+            not in ``state_dict()``, never moved: put it on the metric's device yourself), recorded as
+            ``"custom:<name>"``. ``geometry="given"``: every ``update`` takes ``geometry=`` (known cameras).
 
     ``higher_is_better``, ``plot_lower_bound`` and ``plot_upper_bound`` follow ``distance``: PSNR
     and SSIM are similarities (higher is better), cosine / mse / rmse / lpips dissimilarities.
@@ -129,6 +133,10 @@ class MEt3R(Metric):
             )
         metric_kwargs = {k: kwargs.pop(k) for k in _METRIC_KWARGS if k in kwargs}
         super().__init__(**metric_kwargs)
+        kwargs, networks = custom_networks(given_geometry_defaults(kwargs))
+        if networks and scorer is not None:
+            raise ValueError("scorer: expected None with a user's backbone / feature_backbone network (the scorer "
+                             f"holds its own networks), got a {type(scorer).__name__}")
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize: expected a bool, got {normalize!r}")
         if not isinstance(return_per_pair, bool):
@@ -143,6 +151,7 @@ class MEt3R(Metric):
         # plain references (object.__setattr__ bypasses nn.Module sub-module registration)
         object.__setattr__(self, "_user_scorer", scorer)
         object.__setattr__(self, "_scorer_ref", None)
+        object.__setattr__(self, "_networks", networks)  # the user's networks (plain references)
 
         # a fresh default tensor per state: in-place updates must never alias two states
         for name in ("sequence_sum", "score_sum", "overlap_sum"):
@@ -172,7 +181,10 @@ class MEt3R(Metric):
             return user.with_settings(self._settings)
         ref = self.__dict__.get("_scorer_ref")
         if ref is None or ref.device != self.device:
-            ref = get_scorer(self._settings, self.device)
+            networks = self.__dict__.get("_networks") or {}
+            # a user's networks: a scorer of this metric's own, never the per-process cache (keyed by name)
+            ref = MEt3RScorer.from_settings(self._settings, self.device, **networks) if networks else get_scorer(
+                self._settings, self.device)
             object.__setattr__(self, "_scorer_ref", ref)
         return ref
 
@@ -187,18 +199,28 @@ class MEt3R(Metric):
         super().__setstate__(state)
         self.__dict__.setdefault("_scorer_ref", None)
         self.__dict__.setdefault("_user_scorer", None)
+        self.__dict__.setdefault("_networks", {})
 
     # -- metric API --------------------------------------------------------------------------------
-    def update(self, images: Tensor) -> None:
+    def update(self, images: Tensor, geometry: KnownGeometry | None = None) -> None:
         """Score the view pairs of a batch of sequences.
 
         Args:
             images: (B, V, 3, H, W) with V >= 2 on the metric's device; float in [-1, 1]
                 (``normalize=False``) / [0, 1] (``normalize=True``), or uint8 0..255.
+            geometry: with ``geometry="given"`` settings (``MEt3R(geometry="given")``), the
+                :class:`~met3r_metrics.KnownGeometry` (B, V, H, W) of these views on the metric's device.
         """
-        # the user's scorer, or None: the front door then takes the per-process cache on the images' device
-        user = self.scorer if self.__dict__.get("_user_scorer") is not None else None
-        out = score_views(images, self._settings, normalize=self.normalize, device=self.device, scorer=user)
+        if geometry is not None and self._settings.geometry != "given":
+            raise ValueError(
+                "geometry: expected None for a metric with geometry='network' (build MEt3R(geometry='given') to "
+                f"score given cameras: its settings then record it), got {type(geometry).__name__}"
+            )
+        # the user's scorer / networks, or None: the front door then takes the per-process cache
+        custom = self.__dict__.get("_user_scorer") is not None or bool(self.__dict__.get("_networks"))
+        user = self.scorer if custom else None
+        out = score_views(images, self._settings, normalize=self.normalize, device=self.device, scorer=user,
+                          geometry=geometry)
         pairs = out.pair_scores  # (B, P)
         valid = ~torch.isnan(pairs)
         seq = out.sequence_scores

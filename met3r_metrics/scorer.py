@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .cuda_graphs import graphs_for
 from .distances import pair_scores as _pair_scores
-from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc
+from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc, intrinsics_to_ndc, scale_intrinsics
 from .settings import Settings
 
 __all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size", "canonical_device", "precision_context"]
@@ -210,10 +210,19 @@ class MEt3RScorer(nn.Module):
             for the RGB distances.
         lpips: the LPIPS network (:class:`~met3r_metrics.models.lpips.LPIPS`) for ``distance="lpips"``,
             else None.
+        geometry_net: a user's geometry network (``backbone="custom:<name>"``):
+            ``(images1, images2) (n, 3, H, W) in [-1, 1] -> (points (n, 2, H, W, 3) in view 1's frame,
+            conf (n, 2, H, W))`` [+ ``intrinsics (n, 3, 3)`` of view 1 in pixels with ``focal_source="intrinsics"``].
+            Then ``stereo`` is None; so it is with ``geometry="given"`` (no geometry network at all).
+        flow: RAFT (:class:`~met3r_metrics.models.raft.RAFT`) for ``backbone="raft"`` (then ``stereo`` is None).
+        device: where the scorer runs when no network of its own has parameters (given geometry, user
+            callables); default: the networks' device, else CPU.
     """
 
     def __init__(
-        self, settings: Settings, stereo: nn.Module, features: nn.Module | None, lpips: nn.Module | None = None
+        self, settings: Settings, stereo: nn.Module | None, features: nn.Module | Any | None,
+        lpips: nn.Module | None = None, *, geometry_net: Any | None = None, device: torch.device | str | None = None,
+        flow: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(settings, Settings):
@@ -222,6 +231,14 @@ class MEt3RScorer(nn.Module):
         self.stereo = stereo
         self.features = features
         self.lpips = lpips
+        self.flow = flow  # backbone="raft": RAFT (then stereo is None)
+        if settings.uses_flow and flow is None:
+            raise ValueError("flow: expected the RAFT network for backbone='raft', got None")
+        # a user's callable is kept as a plain attribute (an nn.Module would otherwise be registered)
+        object.__setattr__(self, "geometry_net", geometry_net)
+        self._device = canonical_device(device) if device is not None else None
+        if geometry_net is not None and not callable(geometry_net):
+            raise TypeError(f"backbone: expected a callable geometry network, got {type(geometry_net).__name__}")
         if settings.uses_features and features is None:
             raise ValueError(f"features: expected a feature network for distance={settings.distance!r}, got None")
         if settings.distance == "lpips" and lpips is None:
@@ -230,18 +247,47 @@ class MEt3RScorer(nn.Module):
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings, device: torch.device | str | None = None) -> "MEt3RScorer":
-        """Build (or reuse, per process) the networks of ``settings`` on ``device`` (default CPU)."""
+    def from_settings(
+        cls, settings: Settings, device: torch.device | str | None = None, *,
+        geometry_net: Any | None = None, feature_net: Any | None = None,
+    ) -> "MEt3RScorer":
+        """Build (or reuse, per process) the networks of ``settings`` on ``device`` (default CPU).
+
+        ``geometry_net`` / ``feature_net``: the user's networks behind ``backbone`` / ``feature_backbone``
+        ``"custom:<name>"`` (required exactly then); they are used as given, never cached or moved.
+        With ``geometry="given"`` no geometry network is built.
+        """
         s = settings
         dev = canonical_device(device)
-        stereo = _cached_network(
-            ("stereo", s.backbone, s.backbone_weights, str(dev)),
-            lambda: _load_stereo(s.backbone, s.backbone_weights, dev),
-        )
-        if s.backbone_weights is not None:
-            check_backbone_identity(s, stereo)
+        custom_geo, custom_feat = s.backbone.startswith("custom:"), s.feature_backbone.startswith("custom:")
+        for arg, net, custom, field_name in (("geometry_net", geometry_net, custom_geo, "backbone"),
+                                             ("feature_net", feature_net, custom_feat, "feature_backbone")):
+            used = s.uses_features if field_name == "feature_backbone" else s.geometry == "network"
+            if custom and used and net is None:
+                raise ValueError(
+                    f"{field_name}: {getattr(s, field_name)!r} names a user's network; pass the network itself "
+                    f"({field_name}=<callable or nn.Module>) to met3r / MEt3R, got only its name"
+                )
+            if net is not None and not custom:
+                raise ValueError(f"{arg}: expected None for {field_name}={getattr(s, field_name)!r}, got {type(net).__name__}")
+        flow = None
+        if s.uses_flow:  # backbone="raft": RAFT optical flow + a backward warp replace the geometry network
+            from .weights import load_raft
+
+            flow = _cached_network(("raft", s.backbone_weights, str(dev)), lambda: load_raft(
+                s.backbone_weights, device=dev, dtype=torch.float32, argument="backbone_weights"))
+        stereo = None
+        if s.geometry == "network" and not custom_geo and flow is None:
+            stereo = _cached_network(
+                ("stereo", s.backbone, s.backbone_weights, str(dev)),
+                lambda: _load_stereo(s.backbone, s.backbone_weights, dev),
+            )
+            if s.backbone_weights is not None:
+                check_backbone_identity(s, stereo)
         features = None
-        if s.uses_features:
+        if s.uses_features and custom_feat:
+            features = feature_net
+        elif s.uses_features:
             features = _cached_network(
                 ("features", s.feature_backbone, s.upsampler, s.feature_weights, str(dev)),
                 lambda: _load_features(s.upsampler, s.feature_weights, dev),
@@ -249,7 +295,8 @@ class MEt3RScorer(nn.Module):
         lpips = None
         if s.distance == "lpips":
             lpips = _cached_network(("lpips", s.lpips_weights, str(dev)), lambda: _load_lpips(s.lpips_weights, dev))
-        return cls(s, stereo, features, lpips)
+        return cls(s, stereo, features, lpips, geometry_net=geometry_net if s.geometry == "network" else None,
+                   device=dev, flow=flow)
 
     def with_settings(self, settings: Settings) -> "MEt3RScorer":
         """This scorer's networks under other scoring knobs (render size, radius, symmetry, ...).
@@ -267,7 +314,13 @@ class MEt3RScorer(nn.Module):
                 "scorer: expected a scorer built for the requested networks, got one with "
                 + ", ".join(f"{f}={getattr(self.settings, f)!r} (requested {getattr(settings, f)!r})" for f in diff)
             )
-        return MEt3RScorer(settings, self.stereo, self.features, self.lpips)
+        if settings.geometry == "network" and self.stereo is None and self.geometry_net is None and self.flow is None:
+            raise ValueError(
+                f"scorer: expected a scorer with the geometry network backbone={settings.backbone!r}, got one built "
+                "for geometry='given' (no geometry network)"
+            )
+        return MEt3RScorer(settings, self.stereo, self.features, self.lpips, geometry_net=self.geometry_net,
+                           device=self.device, flow=self.flow)
 
     def train(self, mode: bool = True) -> "MEt3RScorer":
         # Frozen for good: FeatUp's Dropout2d must never become active (the official freeze=False bug).
@@ -275,7 +328,12 @@ class MEt3RScorer(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.stereo.parameters()).device
+        for net in (self.stereo, self.flow, self.features):
+            if isinstance(net, nn.Module):
+                param = next(net.parameters(), None)
+                if param is not None:
+                    return param.device
+        return self._device if self._device is not None else torch.device("cpu")
 
     # -- building blocks ---------------------------------------------------------------------------
     def frame_features(self, images: Tensor) -> Tensor:
@@ -339,16 +397,20 @@ class MEt3RScorer(nn.Module):
         return self.decode(t[:n], p[:n], t[n:], p[n:], shape)
 
     def render_pairs(
-        self, pts3d: Tensor, conf: Tensor, features: Tensor, *, return_renders: bool = False
+        self, pts3d: Tensor, conf: Tensor | None, features: Tensor, *, return_renders: bool = False,
+        intrinsics: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Score directed pairs from their geometry and per-frame features.
 
         Args:
             pts3d: (n, 2, H, W, 3) point maps of view 1 and view 2, both in view 1's frame.
-            conf: (n, 2, H, W) confidences.
+            conf: (n, 2, H, W) confidences (for the focal estimate; unused with ``intrinsics``).
             features: (n, 2, C, H, W) features of view 1 and view 2 (pixel-aligned with pts3d), or the
                 same in points layout (n, 2, H*W, C) (what :meth:`score_sequences` passes: no copy).
             return_renders: also return the renders (n, 2, C, h, w) (non-covered pixels 0).
+            intrinsics: optional (n, 4) pixel (fx, fy, cx, cy) of view 1 at (H, W) (integer pixel centres):
+                rendered with that camera, scaled to the render size, principal point included (pixel-aligned
+                with view 1), instead of MEt3R's focal estimate and ``focal_convention``.
 
         Returns:
             dict with ``score`` (n,) (official formula; 0 on an empty mask), ``overlap`` (n,)
@@ -359,9 +421,16 @@ class MEt3RScorer(nn.Module):
         s = self.settings
         n, _, h, w, _ = pts3d.shape
         rh, rw = render_size(s.img_size, h, w)
-        pts3d, conf = pts3d.detach().float(), conf.detach().float()
-        focal_px = estimate_focal(canonical_pointmap(pts3d, conf))
-        focal_ndc = focal_to_ndc(focal_px, h, w, s.focal_convention)
+        pts3d = pts3d.detach().float()
+        principal = None
+        if intrinsics is None:
+            focal_px = estimate_focal(canonical_pointmap(pts3d, conf.detach().float()))
+            focal_ndc = focal_to_ndc(focal_px, h, w, s.focal_convention)
+        else:
+            intr = scale_intrinsics(intrinsics.detach().float(), (h, w), (rh, rw))
+            focal_px = intrinsics[:, :2].detach().float()
+            focal_ndc, principal = intrinsics_to_ndc(intr, (rh, rw))
+            principal = principal.repeat_interleave(2, dim=0)
         from .render import splat  # lazy import keeps `import met3r_metrics` light
 
         if features.dim() == 4:  # points layout (n, 2, H*W, C)
@@ -378,6 +447,7 @@ class MEt3RScorer(nn.Module):
             radius=s.radius,
             points_per_pixel=s.points_per_pixel,
             background=_BACKGROUND,
+            **({} if principal is None else {"principal_point": principal}),
         )
         coverage = coverage.view(n, 2, rh, rw)
         # background pixels become 0 in their own view only (official `rendering[non_overlap] = 0`);
@@ -401,6 +471,45 @@ class MEt3RScorer(nn.Module):
             out["renders"] = renders
         return out
 
+    @torch.no_grad()
+    def _custom_geometry(self, images1: Tensor, images2: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The user's geometry network on pairs (n, 3, H, W) x 2 in [-1, 1], its outputs checked.
+
+        Returns:
+            points (n, 2, H, W, 3), conf (n, 2, H, W) float32, and intrinsics (n, 4) pixel (fx, fy, cx, cy)
+            of view 1 when the network returns a third output (required by ``focal_source="intrinsics"``).
+        """
+        from .geometry import CONF_OFFSET
+
+        s = self.settings
+        n, _, h, w = images1.shape
+        out = self.geometry_net(images1, images2)
+        name = s.backbone
+        if not isinstance(out, (tuple, list)) or len(out) not in (2, 3) or not all(isinstance(t, Tensor) for t in out):
+            raise ValueError(f"backbone: expected {name} to return (points, conf) or (points, conf, intrinsics) "
+                             f"tensors, got {type(out).__name__}")
+        pts, conf = out[0], out[1]
+        if tuple(pts.shape) != (n, 2, h, w, 3) or tuple(conf.shape) != (n, 2, h, w):
+            raise ValueError(f"backbone: expected {name} to return points (n, 2, H, W, 3) = {(n, 2, h, w, 3)} and "
+                             f"conf (n, 2, H, W) = {(n, 2, h, w)}, got {tuple(pts.shape)} and {tuple(conf.shape)}")
+        pts, conf = pts.detach().float(), conf.detach().float()
+        if not bool(torch.isfinite(pts).all()) or not bool((conf > CONF_OFFSET).all()):
+            raise ValueError(f"backbone: expected {name} to return finite points and conf > {CONF_OFFSET} "
+                             "(DUSt3R's 1 + exp(x); MEt3R weighs by conf - 0.999), got NaN/inf points or lower conf")
+        intr = None
+        if len(out) == 3:
+            k = out[2]
+            if tuple(k.shape) != (n, 3, 3):
+                raise ValueError(f"backbone: expected {name}'s intrinsics (n, 3, 3) = {(n, 3, 3)}, got {tuple(k.shape)}")
+            k = k.detach().float()
+            intr = torch.stack((k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]), dim=-1)
+        if (intr is not None) != (s.focal_source == "intrinsics"):
+            raise ValueError(
+                f"focal_source: expected {'intrinsics' if intr is not None else 'estimate'!r} for {name}, which "
+                f"{'returns' if intr is not None else 'does not return'} intrinsics, got {s.focal_source!r}"
+            )
+        return pts, conf, intr
+
     def _net_precision(self, device: torch.device) -> Any:
         """bfloat16 autocast for the networks when ``precision="bf16"``; float32 otherwise."""
         bf16 = self.settings.precision == "bf16"
@@ -415,6 +524,7 @@ class MEt3RScorer(nn.Module):
         *,
         return_maps: bool = False,
         return_renders: bool = False,
+        geometry: Any | None = None,
     ) -> dict[str, Tensor]:
         """Score the pairs of every sequence.
 
@@ -424,6 +534,9 @@ class MEt3RScorer(nn.Module):
             pairs: (P, 2) index pairs (i, j); default :meth:`Settings.pairs` (pairing, pair_gap).
             return_maps: also return score maps and overlap masks (B, P, h, w).
             return_renders: also return the renders (B, P, 2, C, h, w) of the forward direction.
+            geometry: a :class:`~met3r_metrics.known_geometry.KnownGeometry` (B, V, H, W) on the images'
+                device, exactly when ``settings.geometry == "given"`` (validated by the front door): no
+                geometry network runs; pair (i, j) is rendered with camera i's intrinsics.
 
         Numerics: everything runs with autocast disabled and the TF32 mode of ``settings.precision``
         (a caller's autocast or global TF32 switch does not leak in); with ``precision="bf16"`` the
@@ -437,6 +550,8 @@ class MEt3RScorer(nn.Module):
             With ``return_maps``: ``score_maps``, ``overlap_masks`` (forward direction, rendered
             in view i) and, when symmetric, ``score_maps_reverse``, ``overlap_masks_reverse``.
         """
+        if self.settings.uses_flow:  # backbone="raft": flow + warp, no geometry (met3r_metrics.flow)
+            return self._score_sequences_flow(images, pairs, return_maps=return_maps, return_renders=return_renders)
         s = self.settings
         b, v, _, h, w = images.shape
         if h != w and isinstance(s.img_size, int):
@@ -453,6 +568,15 @@ class MEt3RScorer(nn.Module):
             if not (0 <= i < v and 0 <= j < v) or i == j:
                 raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
         num_p = len(pair_list)
+        # where the point maps come from: the stereo network, a user's geometry network, or given cameras
+        source = "given" if s.geometry == "given" else "custom" if self.geometry_net is not None else "network"
+        if (geometry is not None) != (source == "given"):
+            raise ValueError(
+                f"geometry: expected {'a KnownGeometry' if source == 'given' else 'None'} with "
+                f"geometry={s.geometry!r}, got {type(geometry).__name__}"
+            )
+        if source == "network" and self.stereo is None:
+            raise ValueError(f"backbone: expected a geometry network for {s.backbone!r}, got a scorer without one")
         dirs = [0, 1] if s.symmetric else [0]
         # directed work items (sequence, pair index, direction, view a rendered into, view b)
         items = [
@@ -476,24 +600,35 @@ class MEt3RScorer(nn.Module):
                 if need:
                     frames = torch.stack([images[bi, fv] for bi, fv in need])
                     with self._net_precision(images.device):
-                        tok, pos, shape = self.encode(frames)
+                        if source == "network":
+                            tok, pos, shape = self.encode(frames)
                         f = self.frame_features(frames).float()
                     # stored per frame as (H*W, C), the points layout splatting wants: pairs are gathered
                     # with one copy and no per-pair permute
                     f = f.permute(0, 2, 3, 1).reshape(f.shape[0], h * w, f.shape[1])
                     for k, key in enumerate(need):
-                        cache[key] = (f[k], tok[k], pos[k])
+                        # the encoder tokens (network) or the frame itself (a user's geometry network)
+                        cache[key] = (f[k], tok[k], pos[k]) if source == "network" else (f[k], frames[k], None)
                 ka = [(bi, fa) for bi, _, _, fa, _ in chunk]
                 kb = [(bi, fb) for bi, _, _, _, fb in chunk]
-                with self._net_precision(images.device):
-                    pts, conf = self.decode(
-                        torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][2] for k in ka]),
-                        torch.stack([cache[k][1] for k in kb]), torch.stack([cache[k][2] for k in kb]), shape,
-                    )
+                conf, intr = None, None
+                if source == "given":
+                    pts, intr = geometry.pair_points(ka, kb)
+                elif source == "custom":
+                    with self._net_precision(images.device):
+                        pts, conf, intr = self._custom_geometry(
+                            torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][1] for k in kb])
+                        )
+                else:
+                    with self._net_precision(images.device):
+                        pts, conf = self.decode(
+                            torch.stack([cache[k][1] for k in ka]), torch.stack([cache[k][2] for k in ka]),
+                            torch.stack([cache[k][1] for k in kb]), torch.stack([cache[k][2] for k in kb]), shape,
+                        )
                 feats2 = torch.stack(
                     [torch.stack((cache[a][0], cache[bk][0])) for a, bk in zip(ka, kb)]
                 )
-                out = self.render_pairs(pts, conf, feats2, return_renders=return_renders)
+                out = self.render_pairs(pts, conf, feats2, return_renders=return_renders, intrinsics=intr)
                 # keep only what is returned: maps of long sequences would otherwise pile up
                 out = {k: t for k, t in out.items() if k in keep}
                 for k, (bi, pi, d, fa, fb) in enumerate(chunk):
@@ -539,6 +674,103 @@ class MEt3RScorer(nn.Module):
     def extra_repr(self) -> str:
         s = self.settings
         return f"variant={s.variant!r}, backbone={s.backbone!r}, distance={s.distance!r}, img_size={s.img_size!r}"
+
+    # -- backbone="raft": optical flow + backward warp instead of point maps + splatting ---------------
+    def _score_sequences_flow(
+        self,
+        images: Tensor,
+        pairs: Sequence[tuple[int, int]] | Tensor | None = None,
+        *,
+        return_maps: bool = False,
+        return_renders: bool = False,
+    ) -> dict[str, Tensor]:
+        """:meth:`score_sequences` for ``backbone="raft"`` (same inputs and outputs; see :mod:`met3r_metrics.flow`).
+
+        Directed pair (a, b): RAFT's flow from frame a to frame b (its last of 12 estimates, detached) warps b's
+        features (cosine; DINO + upsampler at the input size) or RGB (``flow_rgb_range``) onto a, validity mask
+        ``flow_mask``; each pair is scored alone (the official batch mean is not reproduced). Maps, masks and
+        renders are at the input size (``img_size`` does not apply, as in the official code); renders are
+        (view a, warped view b).
+        """
+        from .flow import flow_pair_scores  # lazy, like render
+
+        s = self.settings
+        b, v, _, h, w = images.shape
+        if pairs is None:
+            pairs = s.pairs(v)
+        pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
+        for i, j in pair_list:
+            if not (0 <= i < v and 0 <= j < v) or i == j:
+                raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
+        num_p = len(pair_list)
+        dirs = [0, 1] if s.symmetric else [0]
+        items = [
+            (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
+            for bi in range(b) for pi in range(num_p) for d in dirs
+        ]
+        uses = Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
+        cache: dict[tuple[int, int], Tensor] = {}
+        results: dict[tuple[int, int, int], dict[str, Tensor]] = {}
+        keep = {"score", "overlap"} | ({"score_map", "mask"} if return_maps else set())
+        # the official arithmetic: [-1, 1] inputs go to [0, 1] and back (2 x - 1) before RAFT and the RGB distances
+        signed = lambda x01: 2 * x01 - 1  # noqa: E731
+
+        with torch.autocast(device_type=images.device.type, enabled=False), precision_context(s.precision, images.device):
+            for start in range(0, len(items), s.batch_size):
+                chunk = items[start : start + s.batch_size]
+                need = sorted({(bi, fv) for bi, _, _, fa, fb in chunk for fv in (fa, fb)} - set(cache))
+                if need:
+                    frames = torch.stack([images[bi, fv] for bi, fv in need])
+                    with self._net_precision(images.device):
+                        f = self.frame_features(frames).float()
+                    if not s.uses_features and s.flow_rgb_range == "signed":
+                        f = signed(f)
+                    for k, key in enumerate(need):
+                        cache[key] = f[k]
+                img_a = torch.stack([images[bi, fa] for bi, _, _, fa, _ in chunk])
+                img_b = torch.stack([images[bi, fb] for bi, _, _, _, fb in chunk])
+                with torch.no_grad(), self._net_precision(images.device):
+                    flow = self.flow(signed((img_a + 1) / 2), signed((img_b + 1) / 2))[-1].float()
+                out = flow_pair_scores(
+                    torch.stack([cache[(bi, fa)] for bi, _, _, fa, _ in chunk]),
+                    torch.stack([cache[(bi, fb)] for bi, _, _, _, fb in chunk]),
+                    flow, s.distance, mask=s.flow_mask, cosine_eps=s.cosine_eps, mask_eps=s.mask_eps,
+                    rgb_formulas=s.rgb_formulas, lpips=self.lpips,
+                )
+                if return_renders:
+                    out["renders"] = torch.stack(
+                        (torch.stack([cache[(bi, fa)] for bi, _, _, fa, _ in chunk]), out["warped"]), dim=1)
+                    keep.add("renders")
+                out = {k: t for k, t in out.items() if k in keep}
+                for k, (bi, pi, d, fa, fb) in enumerate(chunk):
+                    results[(bi, pi, d)] = {name: t[k] for name, t in out.items()}
+                    for key in ((bi, fa), (bi, fb)):
+                        uses[key] -= 1
+                        if uses[key] == 0:
+                            cache.pop(key, None)  # free frames no later pair needs
+
+        def gather(name: str, d: int) -> Tensor:
+            return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
+
+        fwd, overlap = gather("score", 0), gather("overlap", 0)
+        empty = overlap == 0
+        out_d: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
+        scores = fwd
+        if s.symmetric:
+            rev, overlap_r = gather("score", 1), gather("overlap", 1)
+            empty = empty | (overlap_r == 0)
+            scores, overlap = 0.5 * (fwd + rev), 0.5 * (overlap + overlap_r)
+            out_d["forward_scores"], out_d["reverse_scores"] = fwd, rev
+        if s.nan_on_no_overlap:
+            scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
+        out_d.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
+        if return_maps:
+            out_d["score_maps"], out_d["overlap_masks"] = gather("score_map", 0), gather("mask", 0)
+            if s.symmetric:
+                out_d["score_maps_reverse"], out_d["overlap_masks_reverse"] = gather("score_map", 1), gather("mask", 1)
+        if return_renders:
+            out_d["renders"] = gather("renders", 0)
+        return out_d
 
 
 def get_scorer(settings: Settings, device: torch.device | str | None = None) -> MEt3RScorer:

@@ -13,7 +13,8 @@ Variants (see docs/metric.md for which published numbers each reproduces) are fa
   direction ``1 - S(I1, I2)``.
 * ``Settings.paper()``: the paper's symmetric definition ``1 - 0.5 * (S(I1, I2) + S(I2, I1))`` with
   DUSt3R 512 DPT (the geometry network the paper text names) and the standard PSNR / SSIM formulas
-  (``rgb_formulas="standard"``).
+  (``rgb_formulas="standard"``); with ``backbone="raft"``, pixels whose flow leaves the image are invalid
+  (``flow_mask="in_bounds"``) and RGB is compared in [0, 1] (``flow_rgb_range="unit"``).
 """
 
 from __future__ import annotations
@@ -51,12 +52,28 @@ PAIRINGS = ("consecutive", "all", "first")
 UPSAMPLERS = ("featup", "nearest", "bilinear", "bicubic")
 FEATURE_BACKBONES = ("dino16",)
 FOCAL_CONVENTIONS = ("official", "pinhole")
+#: network: the backbone's point maps; given: a KnownGeometry (met3r_metrics.known_geometry) passed as geometry=.
+GEOMETRY_SOURCES = ("network", "given")
+#: estimate: MEt3R's focal estimate from the point maps (focal_convention applies); intrinsics: the pixel
+#: intrinsics of the given cameras (or of a custom geometry network that returns them), principal point included.
+FOCAL_SOURCES = ("estimate", "intrinsics")
+#: ``backbone`` / ``feature_backbone`` of a user's network (callable / nn.Module): ``custom:<its name>``.
+CUSTOM_PREFIX = "custom:"
 #: fp32: float32 networks with TF32 off (reference numbers); tf32: TF32 matmuls/convolutions on CUDA;
 #: bf16: networks under bfloat16 autocast (TF32 for what stays float32). Geometry glue, splatting and
 #: distances always run in float32.
 PRECISIONS = ("fp32", "tf32", "bf16")
 #: PSNR / SSIM formulas: the official per-pixel ones (per pair), or the standard definitions.
 RGB_FORMULAS = ("official", "standard")
+#: backbone="raft": the optical-flow network (RAFT-large, weights: registry raft_large_torchvision).
+RAFT_BACKBONE = "raft"
+#: backbone="raft" validity mask: official (computed after the warp grid is clamped: always valid) | in_bounds.
+FLOW_MASKS = ("official", "in_bounds")
+#: backbone="raft" RGB distances compare images in signed [-1, 1] (official) or unit [0, 1] (as the rendered path).
+FLOW_RGB_RANGES = ("signed", "unit")
+#: RAFT's correlation pyramid needs >= 128 px on each side, multiples of 8 (torchvision refuses less).
+RAFT_MIN_SIDE = 128
+RAFT_MULTIPLE = 8
 
 # Bounds that keep a value from silently degenerating (an inf radius covers every pixel, a huge
 # points_per_pixel overflows the rasterizer's buffers). PyTorch3D caps points_per_pixel at 150.
@@ -107,13 +124,13 @@ class Settings:
     backbone: str = _knob(
         "mast3r_512_catmlpdpt_metric",
         "geometry network: mast3r | dust3r | a registry name (met3r-download --list); with backbone_weights, "
-        "the network those weights hold",
+        "the network those weights hold; custom:<name>: your network, passed as backbone=<module>",
     )
     backbone_weights: str | None = _knob(
         None, "geometry weights: registry name, HF repo id or local file (.pth/.ckpt/.safetensors/dir); "
         "None: the registry checkpoint of backbone",
     )
-    feature_backbone: str = _knob("dino16", "feature network: dino16")
+    feature_backbone: str = _knob("dino16", "feature network: dino16 | custom:<name> (your network, passed as feature_backbone=<module>)")
     feature_weights: str | None = _knob(None, "local FeatUp/DINO weights file; None: the official checkpoint")
     upsampler: str = _knob("featup", "feature upsampler: featup (JBU stack) | nearest | bilinear | bicubic")
     distance: str = _knob("cosine", "per-pixel comparison: cosine (features) | mse | rmse | psnr | ssim | lpips (RGB)")
@@ -121,9 +138,19 @@ class Settings:
         "official", "psnr/ssim formulas: official (per pair: PSNR 20 log10(255 / (mean_c |a - b| + 1e-5)), "
         "SSIM with the pair's own data range) | standard (PSNR 10 log10(1 / masked MSE), SSIM data range 1)",
     )
+    flow_mask: str = _knob(
+        "official", "backbone=raft validity mask: official (computed after clamping the warp grid, so every pixel is "
+        "valid and out-of-view pixels are scored against border copies) | in_bounds (pixels whose flow target leaves "
+        "view 2 are invalid)",
+    )
+    flow_rgb_range: str = _knob(
+        "signed", "backbone=raft: RGB distances compare images in signed [-1, 1] (official) | unit [0, 1] (as the "
+        "rendered path; what standard PSNR/SSIM assume)",
+    )
     lpips_weights: str | None = _knob(
-        None, "AlexNet trunk of distance=lpips: registry name, https URL or local file (torchvision AlexNet or "
-        "lpips keys); None: torchvision's official file; the v0.1 linear layers ship with the package",
+        None, "trunk of distance=lpips: registry name (alexnet_torchvision, or vgg16_torchvision for LPIPS-VGG), https "
+        "URL or local file (torchvision AlexNet / VGG-16 or lpips keys); None: torchvision's official AlexNet file; "
+        "the v0.1 linear layers ship with the package",
     )
     img_size: int | tuple[int, int] | None = _knob(
         256, "render size: int (square), (h, w), or None (the input size; CLI: metric.img_size=input)"
@@ -145,6 +172,14 @@ class Settings:
     precision: str = _knob(
         "tf32", "tf32 (TF32 matmuls/convolutions on CUDA, as the official code; on CPU the same as fp32) | fp32 (TF32 "
         "off: the exact float32 reference) | bf16 (networks under bf16 autocast)",
+    )
+    geometry: str = _knob(
+        "network", "network (the backbone's point maps) | given (a KnownGeometry passed as geometry=, set by the "
+        "front door; CLI: data.geometry)",
+    )
+    focal_source: str = _knob(
+        "estimate", "estimate (MEt3R's focal from the point maps, focal_convention) | intrinsics (the given "
+        "cameras' pixel intrinsics with their principal point; set with geometry=given)",
     )
 
     # -- variants ----------------------------------------------------------------------------------
@@ -182,10 +217,15 @@ class Settings:
         if not isinstance(self.backbone, str) or not self.backbone:
             raise _err("backbone", "a registry name such as 'mast3r' or 'dust3r_512_dpt'", self.backbone)
         put("backbone", BACKBONE_ALIASES.get(self.backbone.lower(), self.backbone))
+        if self.backbone.lower() in (RAFT_BACKBONE, "raft_large"):
+            put("backbone", RAFT_BACKBONE)
+        _choice("flow_mask", self.flow_mask, FLOW_MASKS)
+        _choice("flow_rgb_range", self.flow_rgb_range, FLOW_RGB_RANGES)
         put("backbone_weights", _path_or_name("backbone_weights", self.backbone_weights))
         put("feature_weights", _path_or_name("feature_weights", self.feature_weights))
         put("lpips_weights", _path_or_name("lpips_weights", self.lpips_weights))
-        _choice("feature_backbone", self.feature_backbone, FEATURE_BACKBONES)
+        if not _is_custom(self.feature_backbone):
+            _choice("feature_backbone", self.feature_backbone, FEATURE_BACKBONES)  # (or custom:<name>, see the help)
         up = self.upsampler.lower() if isinstance(self.upsampler, str) else self.upsampler
         put("upsampler", "featup" if up == "jbu" else up)
         _choice("upsampler", self.upsampler, UPSAMPLERS)
@@ -198,6 +238,19 @@ class Settings:
         _choice("pairing", self.pairing, PAIRINGS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("focal_convention", self.focal_convention, FOCAL_CONVENTIONS)
+        _choice("geometry", self.geometry, GEOMETRY_SOURCES)
+        _choice("focal_source", self.focal_source, FOCAL_SOURCES)
+        if self.geometry == "given" and self.backbone == "raft":
+            raise _err("geometry", "'network' with backbone='raft' (its flow has no point maps for given cameras to "
+                       "replace)", self.geometry)
+        if self.geometry == "given" and self.focal_source != "intrinsics":
+            raise _err("focal_source", "'intrinsics' with geometry='given' (the given cameras' intrinsics)", self.focal_source)
+        if self.focal_source == "intrinsics" and self.geometry == "network" and not _is_custom(self.backbone):
+            raise _err("focal_source", f"'estimate' for backbone={self.backbone!r} (intrinsics come only with "
+                       "geometry='given' or a custom geometry network that returns them)", self.focal_source)
+        if _is_custom(self.feature_backbone) and not self.uses_features:
+            raise _err("feature_backbone", f"'dino16' with distance={self.distance!r} (a feature network needs "
+                       "distance='cosine')", self.feature_backbone)
         put("radius", _finite("radius", self.radius, 0.0, MAX_RADIUS, low_open=True))
         for name in ("cosine_eps", "mask_eps"):
             put(name, _finite(name, getattr(self, name), 0.0, MAX_EPS))
@@ -231,6 +284,11 @@ class Settings:
         return DISTANCES[self.distance]
 
     @property
+    def uses_flow(self) -> bool:
+        """Whether the geometry is RAFT optical flow + a backward warp (``backbone="raft"``) instead of splatting."""
+        return self.backbone == RAFT_BACKBONE
+
+    @property
     def height_multiple(self) -> int:
         """Frame heights must be multiples of this: 16 (ViT patches), 32 with DINO features, whose
         official FeatUp featurizer crashes on an odd number of 16-pixel patch rows (any upsampler)."""
@@ -239,6 +297,12 @@ class Settings:
     def frame_size_error(self, height: int, width: int) -> str | None:
         """None if frames of ``height`` x ``width`` can be scored with these settings, else what is
         expected (for messages ``"<name>: expected <this>, got <H>x<W>"``)."""
+        if self.uses_flow:
+            hm, wm = (self.height_multiple, PATCH) if self.uses_features else (RAFT_MULTIPLE, RAFT_MULTIPLE)
+            if min(height, width) < RAFT_MIN_SIDE or height % hm or width % wm:
+                return (f"H a multiple of {hm}, W a multiple of {wm}, both >= {RAFT_MIN_SIDE} (backbone='raft': "
+                        "RAFT's correlation pyramid needs 128 px)")
+            return None
         if min(height, width) < MIN_SIDE or height % self.height_multiple or width % PATCH:
             why = " (DINO features need an even number of 16-pixel patch rows)" if self.uses_features else ""
             return f"H a multiple of {self.height_multiple}{why}, W a multiple of {PATCH}, both >= {MIN_SIDE}"
@@ -277,7 +341,7 @@ _VARIANT_FIELDS: dict[str, dict[str, Any]] = {
     "official": {f.name: f.default for f in dataclasses.fields(Settings)},
 }
 _VARIANT_FIELDS["paper"] = {**_VARIANT_FIELDS["official"], "variant": "paper", "backbone": "dust3r_512_dpt", "symmetric": True,
-                            "rgb_formulas": "standard"}
+                            "rgb_formulas": "standard", "flow_mask": "in_bounds", "flow_rgb_range": "unit"}
 
 #: Variant name -> factory.
 VARIANTS: dict[str, Callable[..., Settings]] = {"official": Settings.official, "paper": Settings.paper}
@@ -297,6 +361,10 @@ def _check_names(values: Mapping[str, Any]) -> None:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"unknown MEt3R setting(s) {unknown}; expected any of {list(FIELDS)}")
+
+
+def _is_custom(name: Any) -> bool:
+    return isinstance(name, str) and name.startswith(CUSTOM_PREFIX) and len(name) > len(CUSTOM_PREFIX)
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...], note: str = "") -> None:

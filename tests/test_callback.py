@@ -437,3 +437,47 @@ def test_import_without_the_lightning_extra_names_it() -> None:
     code = "import sys; sys.modules['lightning'] = None\ntry:\n    import lightning_callbacks\nexcept ImportError as e:\n    print(e)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "lightning_callbacks needs Lightning: pip install 'met3r-metrics[lightning]'", out.stderr
+
+
+# ----------------------------------------------------------------------------- known cameras (issue 16)
+def test_known_cameras_from_sample_fn(tmp_path: Path) -> None:
+    """sample_fn returns (views, KnownGeometry): MEt3R scores the views under those cameras (no network
+    is built for an RGB distance); the plane rendered with its true geometry scores 0, an altered view does not."""
+    from known_geometry_scenes import plane_geometry, plane_views
+
+    from met3r_metrics import KnownGeometry
+
+    def sample(altered: bool):
+        def fn(module, batch, batch_idx):
+            n = batch["images"].shape[0]
+            views = plane_views(3).repeat(n, 1, 1, 1, 1)
+            if altered:
+                views[:, 1, :, 10:30, 10:30] = 1.0
+            return views, KnownGeometry.cat([plane_geometry(3)] * n)
+
+        return fn
+
+    kwargs = {"geometry": "given", "distance": "rmse", "radius": 0.01, "img_size": None}
+    results = {}
+    for altered in (False, True):
+        callback = MEt3RCallback(sample_fn=sample(altered), metric_kwargs=kwargs, fid=False, num_plot_pairs=2)
+        trainer = _trainer(tmp_path / str(altered), [callback], max_epochs=1)
+        trainer.fit(ToyViewGenerator(num_views=3), *_loaders())
+        results[altered] = callback.last_results
+        assert callback.settings.geometry == "given" and callback.settings.focal_source == "intrinsics"
+        assert callback.last_figure_path is not None and callback.last_figure_path.stat().st_size > 1000
+    assert results[False]["met3r"] <= 1e-5 and results[False]["met3r_mean_overlap"] == pytest.approx(0.75)
+    assert results[True]["met3r"] > 0.01
+
+
+def test_given_geometry_needs_the_cameras(tmp_path: Path) -> None:
+    from known_geometry_scenes import plane_views
+
+    callback = MEt3RCallback(sample_fn=lambda m, b, i: plane_views(3).repeat(b["images"].shape[0], 1, 1, 1, 1),
+                             metric_kwargs={"geometry": "given", "distance": "rmse"}, fid=False, num_plot_pairs=0)
+    with pytest.raises(ValueError, match="geometry: expected a KnownGeometry with settings geometry='given', got None"):
+        _trainer(tmp_path, [callback], max_epochs=1).fit(ToyViewGenerator(num_views=3), *_loaders())
+    with pytest.raises(ValueError, match=r"sample_fn / sample_views: expected a tensor \(B, V, 3, H, W\) or a pair"):
+        bad = MEt3RCallback(sample_fn=lambda m, b, i: (plane_views(3), "cameras"), fid=False,
+                            metric_kwargs={"geometry": "given", "distance": "rmse"}, num_plot_pairs=0)
+        _trainer(tmp_path / "b", [bad], max_epochs=1).fit(ToyViewGenerator(num_views=3), *_loaders())

@@ -82,3 +82,51 @@ def test_ddp_uneven_equals_single_process(tmp_path: Path, tmp_path_factory: pyte
         torch.testing.assert_close(d["pair_scores"], ref_det["pair_scores"], atol=1e-6, rtol=0)
     assert results[0]["local_pairs"] == 4 and results[1]["local_pairs"] == 2
     assert torch.equal(results[0]["value"], results[1]["value"])
+
+
+# -- known cameras (issue 16): geometry= through update, the same reductions -----------------------
+def _plane_batch():
+    """(3, 3, 3, 64, 64) plane sequences (one of them altered) and their KnownGeometry."""
+    from known_geometry_scenes import plane_geometry, plane_views, world_transform
+
+    from met3r_metrics import KnownGeometry
+
+    views = torch.cat([plane_views(3, seed=s) for s in range(3)])
+    views[1, 2, :, 5:25, 30:50] = 1.0
+    views[2, 0, :, :, 40:48] = -1.0
+    geo = KnownGeometry.cat([plane_geometry(3), plane_geometry(3, world=world_transform()), plane_geometry(3)])
+    return views, geo
+
+
+_GIVEN = {"geometry": "given", "distance": "rmse", "radius": 0.01, "img_size": None, "symmetric": True}
+
+
+def _given_worker(rank: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        views, geo = _plane_batch()
+        metric = MEt3R(**_GIVEN, return_per_pair=True)
+        rows = [0, 1] if rank == 0 else [2]  # uneven
+        for r in rows:
+            metric.update(views[r : r + 1], geometry=geo[r])
+        torch.save({"value": metric.compute(), "details": metric.compute_details()}, Path(out_dir) / f"given{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_given_geometry_equals_single_process(tmp_path: Path) -> None:
+    mp.spawn(_given_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    views, geo = _plane_batch()
+    single = MEt3R(**_GIVEN, return_per_pair=True)
+    single.update(views, geometry=geo)
+    ref, ref_det = single.compute(), single.compute_details()
+    assert ref.item() > 1e-3  # the altered sequences score, the clean pairs are 0
+    # clean pairs are 0: sequence 0's two, (0, 1) of sequence 1, (1, 2) of sequence 2
+    assert (ref_det["pair_scores"] <= 1e-5).tolist() == [True, True, True, False, False, True]
+    for r in range(WORLD):
+        res = torch.load(tmp_path / f"given{r}.pt")
+        assert abs(res["value"].item() - ref.item()) <= 1e-6
+        torch.testing.assert_close(res["details"]["pair_scores"], ref_det["pair_scores"], atol=1e-6, rtol=0)
+        assert res["details"]["num_pairs"].item() == 6

@@ -77,6 +77,9 @@ class DataConfig:
     resize: Any = None  # null: frames as they are (size checked); int (square) or [H, W]: resized, recorded
     resize_filter: str = "bicubic"  # bicubic | bilinear (antialiased) | area | nearest
     fingerprint: str = "stat"  # how resume notices changed inputs: stat (names, sizes, mtimes) | content (SHA-256)
+    # null | a per-sequence .npz of known cameras (depth, intrinsics, cam_to_world [, valid]) beside each sequence:
+    # a name pattern with {name} / {stem} of the sequence, relative to the folder holding it, e.g. '{name}.npz'
+    geometry: Optional[str] = None
 
 
 @dataclass
@@ -133,7 +136,9 @@ def metric_settings(metric: dict[str, Any]) -> Settings:
     Raises:
         ConfigError: a value Settings refuses, named ``metric.<field>``.
     """
-    given = {k: v for k, v in metric.items() if k != "variant" and v is not None}
+    from met3r_metrics.functional import given_geometry_defaults
+
+    given = given_geometry_defaults({k: v for k, v in metric.items() if k != "variant" and v is not None})
     unknown = sorted(set(given) - set(FIELDS))
     if unknown:
         raise ConfigError(f"metric: unknown key(s) {unknown}; expected any of {list(FIELDS)}")
@@ -194,6 +199,7 @@ def validate(conf: dict[str, Any]) -> Settings:
         raise _err("data.resize_filter", f"one of {RESIZE_FILTERS}", data["resize_filter"])
     if data["fingerprint"] not in FINGERPRINTS:
         raise _err("data.fingerprint", f"one of {FINGERPRINTS}", data["fingerprint"])
+    settings = _geometry_settings(data, settings)
     _int_at_least("runtime.num_workers", runtime["num_workers"], 0, optional=True)
     if runtime["backend"] not in BACKENDS:
         raise _err("runtime.backend", f"one of {BACKENDS}", runtime["backend"])
@@ -204,6 +210,30 @@ def validate(conf: dict[str, Any]) -> Settings:
     _int_at_least("output.max_curves", output["max_curves"], 0)
     _int_at_least("output.worst_pairs", output["worst_pairs"], 0)
     return settings
+
+
+def _geometry_settings(data: dict[str, Any], settings: Settings) -> Settings:
+    """``data.geometry`` set: the settings record given geometry (so a network-geometry result is never
+    resumed or reused for it: the output dir's digest and settings.json differ)."""
+    pattern = data.get("geometry")
+    if pattern is None:
+        if settings.geometry == "given":
+            raise _err("metric.geometry", "'network' without data.geometry (given cameras come from per-sequence "
+                       ".npz files: set data.geometry, e.g. data.geometry='{name}.npz')", settings.geometry)
+        return settings
+    if not isinstance(pattern, str) or not pattern.strip() or not pattern.lower().endswith(".npz"):
+        raise _err("data.geometry", "null or a .npz file name pattern such as '{name}.npz'", pattern)
+    try:
+        pattern.format(name="x", stem="x")
+    except (KeyError, IndexError, ValueError):
+        raise _err("data.geometry", "a pattern whose only fields are {name} and {stem}", pattern) from None
+    if data.get("resize") is not None:
+        raise _err("data.resize", "null with data.geometry (the geometry files hold the stored frames' depth and "
+                   "intrinsics)", data["resize"])
+    try:
+        return settings.replace(geometry="given", focal_source="intrinsics")
+    except ValueError as err:
+        raise ConfigError(f"metric.{err}") from None
 
 
 def _check_path(path: str) -> None:

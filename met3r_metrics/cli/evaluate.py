@@ -53,7 +53,8 @@ AGGREGATION = "mean over sequences of per-sequence mean over pairs"
 #: Settings fields that do not change the numbers (to float rounding): not part of the resume check.
 _MEMORY_KNOBS = ("batch_size",)
 #: data settings that change the numbers (data.fingerprint only decides how changed inputs are noticed)
-_DATA_KEYS = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter")
+_DATA_KEYS = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter",
+              "geometry")
 
 
 def _package_version() -> str:
@@ -138,7 +139,7 @@ def _preparer(data: dict[str, Any], settings: Settings) -> Any:
         frame_stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"],
         resize=data["resize"], resize_filter=str(data["resize_filter"]),
         multiple=PATCH, height_multiple=settings.height_multiple, min_side=MIN_SIDE,
-        fingerprint_mode=str(data["fingerprint"]),
+        fingerprint_mode=str(data["fingerprint"]), geometry=data.get("geometry"),
     )
 
 
@@ -160,7 +161,7 @@ def _evaluate_sequence(
     if pair_bar is not None:
         pair_bar.reset(total=len(pairs))
         pair_bar.set_description(source.name[:30])
-    out = score_sequence(views, pairs, settings, scorer, normalize=True, progress=pair_bar)
+    out = score_sequence(views, pairs, settings, scorer, normalize=True, progress=pair_bar, geometry=prepared.geometry)
     nan_to_none = lambda v: v if math.isfinite(v) else None  # noqa: E731 - JSON has no NaN
     return {
         "sequence": source.name,
@@ -185,9 +186,12 @@ def _error_record(source: mio.SequenceSource, error: str) -> dict[str, Any]:
     return {"sequence": source.name, "status": "error", "kind": source.kind, "path": source.path, "error": error}
 
 
-def _unchanged(record: dict[str, Any], source: mio.SequenceSource, mode: str) -> bool:
-    """Whether a finished record's inputs are still what it was computed from (its fingerprint)."""
+def _unchanged(record: dict[str, Any], source: mio.SequenceSource, mode: str, geometry: str | None = None) -> bool:
+    """Whether a finished record's inputs (frames and, with data.geometry, the geometry file) are still what it
+    was computed from (their fingerprints)."""
     try:
+        if geometry is not None and record.get("geometry_fingerprint") != mio.geometry_fingerprint(source, geometry, mode):
+            return False
         return record.get("fingerprint") == source.fingerprint(mode)
     except (OSError, ValueError):  # unreadable now: recompute, which records the error
         return False
@@ -248,8 +252,10 @@ def _write_worst_pairs(
         return
     v1, v2, maps, masks, scores, titles = [], [], [], [], [], []
     for _, name, (i, j) in ranked:
-        views = prepare(sources[name]).views
-        out = score_sequence(views, [(i, j)], settings, scorer, normalize=True, return_maps=True)
+        prepared = prepare(sources[name])
+        views = prepared.views
+        out = score_sequence(views, [(i, j)], settings, scorer, normalize=True, return_maps=True,
+                             geometry=prepared.geometry)
         v1.append(views[i]), v2.append(views[j])
         maps.append(out.score_maps[0]), masks.append(out.masks[0])
         scores.append(out.scores[0]), titles.append(f"{name[:20]} {i}->{j}")
@@ -323,7 +329,7 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
             rec = by_name.get(source.name)
             if rec is None or (rec.get("status") != "ok" and retry):
                 todo.append(source)
-            elif rec.get("status") == "ok" and not _unchanged(rec, source, mode):
+            elif rec.get("status") == "ok" and not _unchanged(rec, source, mode, data.get("geometry")):
                 todo.append(source)
                 changed.append(source.name)
         mine = mdist.shard(todo, info.rank, info.world_size)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from met3r_metrics.functional import score_views
+from met3r_metrics.known_geometry import KnownGeometry
 from met3r_metrics.scorer import MEt3RScorer
 from met3r_metrics.settings import Settings
 
@@ -45,16 +46,21 @@ def score_sequence(
     normalize: bool = True,
     return_maps: bool = False,
     progress: Any = None,
+    geometry: KnownGeometry | None = None,
 ) -> PairResults:
-    """Score ``pairs`` of one sequence ``views`` (V, 3, H, W) (uint8, or float in the ``normalize`` convention)."""
+    """Score ``pairs`` of one sequence ``views`` (V, 3, H, W) (uint8, or float in the ``normalize`` convention),
+    under its known cameras ``geometry`` (1, V, H, W) when given."""
     scores: list[float] = []
     overlap: list[float] = []
     maps: list[torch.Tensor] = []
     masks: list[torch.Tensor] = []
     images = views.to(scorer.device).unsqueeze(0)
+    if geometry is not None:
+        geometry = geometry.to(scorer.device)
     for start in range(0, len(pairs), PAIRS_PER_CALL):
         chunk = [(int(i), int(j)) for i, j in pairs[start : start + PAIRS_PER_CALL]]
-        out = score_views(images, settings, normalize=normalize, scorer=scorer, pairs=chunk, return_maps=return_maps)
+        out = score_views(images, settings, normalize=normalize, scorer=scorer, pairs=chunk, return_maps=return_maps,
+                          geometry=geometry)
         scores.extend(float(x) for x in out.pair_scores[0].float().cpu())
         overlap.extend(float(x) for x in out.overlap[0].float().cpu())
         if return_maps:
