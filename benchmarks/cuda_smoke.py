@@ -6,6 +6,7 @@
   on CPU: |compute() difference|, per-pair scores, and that the networks live on CUDA;
 * ``met3r`` functional with ``return_maps`` on CUDA, and gradients reaching the images;
 * CUDA-graph replay of the network stages vs eager, per precision (max |score difference|, replay count);
+* known cameras (the tests' plane scene) and the RAFT backbone (golden recipe weights) on CUDA vs CPU;
 * ``MEt3RCallback`` in a one-GPU Lightning ``Trainer``: logs ``val/met3r`` equal to the metric by hand.
 Writes ``cuda_smoke.json``.
 """
@@ -82,6 +83,36 @@ def main() -> None:
         graphed = [met3r(x, **kw, precision=prec, return_details=True).pair_scores for _ in range(3)]
         res[f"graphs_{prec}_replays"] = graphs_for(sc.stereo).replays + graphs_for(sc.features).replays - before
         res[f"graphs_{prec}_max_abs_diff_vs_eager"] = max(float((g - eager).abs().max()) for g in graphed)
+
+    # Known cameras on CUDA vs CPU (the plane scene of the tests: rmse ~0 on the true geometry)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    try:
+        from known_geometry_scenes import plane_geometry, plane_views
+
+        views, geo = plane_views(3), plane_geometry(3)
+        kg = dict(distance="rmse", radius=0.01, img_size=None, pairing="all", symmetric=True)
+        on_cpu = met3r(views, geometry=geo, **kg, return_details=True).pair_scores
+        on_gpu = [met3r(views.cuda(), geometry=geo.to("cuda"), **kg, return_details=True).pair_scores for _ in range(3)]
+        res["known_geometry_cuda_scores"] = on_gpu[-1].flatten().tolist()
+        res["known_geometry_cuda_vs_cpu_max_abs_diff"] = max(float((g.cpu() - on_cpu).abs().max()) for g in on_gpu)
+    except Exception as err:  # report, do not hide the other checks
+        res["known_geometry_error"] = repr(err)
+    # RAFT backbone (recipe weights of the golden) on CUDA vs CPU, per pair
+    try:
+        from safetensors.torch import load_file
+
+        from met3r_metrics.testing import extras_kwargs
+
+        sq128 = load_file(str(Path(args.golden) / "met3r_extras" / "inputs.safetensors"))["sq128"]
+        rk = extras_kwargs(Path(args.golden), Path(tempfile.mkdtemp()), backbone="raft", distance="cosine")
+        r_cpu = met3r(sq128, **rk, precision="fp32", return_details=True).pair_scores
+        r_gpu = met3r(sq128.cuda(), **rk, precision="fp32", return_details=True).pair_scores
+        res["raft_cuda_scores"] = r_gpu.flatten().tolist()
+        res["raft_cuda_vs_cpu_max_abs_diff"] = float((r_gpu.cpu() - r_cpu).abs().max())
+    except Exception as err:
+        res["raft_error"] = repr(err)
 
     import lightning as L
     from torchmetrics.image.fid import FrechetInceptionDistance
