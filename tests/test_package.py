@@ -59,3 +59,22 @@ def test_readme_quick_start_runs(golden_root, tmp_path):
     torch.manual_seed(0)
     exec(compile(code, "README.md quick start", "exec"), {"MEt3R": lambda **k: met3r_metrics.MEt3R(**kw, **k),
                                                           "met3r": tiny_met3r})
+
+
+def test_readme_known_cameras_snippet_runs():
+    """The README's known-cameras snippet, as written (no weights needed: no network runs for rmse)."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    import met3r_metrics
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "KnownGeometry.from_depth" in b)
+    lines = code.rstrip().splitlines()
+    assert lines[-1].startswith("met3r(")
+    ns = {"torch": torch, "met3r": met3r_metrics.met3r}
+    exec(compile("\n".join(lines[:-1] + ["result = " + lines[-1]]), "README.md known cameras", "exec"), ns)
+    assert ns["result"].shape == (1,) and torch.isfinite(ns["result"]).all()
+    assert ns["geometry"].points.shape[:2] == (1, 2)
