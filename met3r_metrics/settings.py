@@ -294,13 +294,22 @@ class Settings:
         official FeatUp featurizer crashes on an odd number of 16-pixel patch rows (any upsampler)."""
         return 2 * PATCH if self.uses_features else PATCH
 
+    @property
+    def size_rule(self) -> tuple[int, int, int]:
+        """(height multiple, width multiple, minimum side) of the frames these settings can score: the one
+        rule :meth:`frame_size_error`, the front door and met3r-eval's reader all apply."""
+        if self.uses_flow:
+            hm, wm = (self.height_multiple, PATCH) if self.uses_features else (RAFT_MULTIPLE, RAFT_MULTIPLE)
+            return hm, wm, RAFT_MIN_SIDE
+        return self.height_multiple, PATCH, MIN_SIDE
+
     def frame_size_error(self, height: int, width: int) -> str | None:
         """None if frames of ``height`` x ``width`` can be scored with these settings, else what is
         expected (for messages ``"<name>: expected <this>, got <H>x<W>"``)."""
+        hm, wm, side = self.size_rule
         if self.uses_flow:
-            hm, wm = (self.height_multiple, PATCH) if self.uses_features else (RAFT_MULTIPLE, RAFT_MULTIPLE)
-            if min(height, width) < RAFT_MIN_SIDE or height % hm or width % wm:
-                return (f"H a multiple of {hm}, W a multiple of {wm}, both >= {RAFT_MIN_SIDE} (backbone='raft': "
+            if min(height, width) < side or height % hm or width % wm:
+                return (f"H a multiple of {hm}, W a multiple of {wm}, both >= {side} (backbone='raft': "
                         "RAFT's correlation pyramid needs 128 px)")
             return None
         if min(height, width) < MIN_SIDE or height % self.height_multiple or width % PATCH:

@@ -592,3 +592,19 @@ def test_dataset_items_are_indexed(tmp_path):
     assert [i for i, _ in items] == [0, 1, 2]
     for i, prepared in items:
         assert torch.allclose(prepared.views, x[i])
+
+
+def test_met3r_eval_reader_applies_the_raft_frame_rule(tmp_path):
+    """met3r-eval's reader checks frames with the settings' own size rule: RAFT needs 128 px, so 64x64
+    frames are refused while reading (naming data.resize), not later per pair."""
+    from met3r_metrics.cli.evaluate import _preparer
+    from met3r_metrics.settings import Settings
+
+    (source,) = io.discover_sequences(write_png_sequence(tmp_path / "s", 2))  # 64x64 frames
+    data = {"frame_stride": 1, "start": 0, "max_frames": None, "resize": None, "resize_filter": "bicubic",
+            "fingerprint": "stat"}
+    raft, mast3r = Settings.official(backbone="raft", distance="mse"), Settings.official()
+    assert raft.size_rule == (8, 8, 128) and mast3r.size_rule == (32, 16, 32)
+    assert _preparer(data, mast3r)(source).views.shape[-2:] == (64, 64)
+    with pytest.raises(io.FrameSizeError, match=r"frames are 64x64; height must be a multiple of 8, width of 8, both >= 128.*data.resize=\[128,128\]"):
+        _preparer(data, raft)(source)

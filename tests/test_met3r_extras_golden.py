@@ -74,10 +74,35 @@ def test_end_to_end_per_pair(case: str, distance: str, atol: float, tiny_dir: Pa
     diff = (det.pair_scores[:, 0] - expected).abs().max().item()
     print(f"{case}: max |score - single-pair score| = {diff:.3g} (atol {atol:g})")
     assert diff <= atol
-    # each pair alone gives the same score as in the batch (no batch mixing; network float noise only)
+
+
+class _GoldenGeometry(torch.nn.Module):
+    """A geometry network that returns the golden MASt3R geometry (stored once, in L1) of each input pair:
+    the scores then carry no network float noise, which is host-dependent (README, "Machine note")."""
+
+    name = "golden_l1_geometry"
+
+    def forward(self, images1: torch.Tensor, images2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g, x = _golden("L1_mast3r_lpips"), _sq64()
+        rows = [int(((x[:, 0] - im).abs().flatten(1).max(1).values == 0).nonzero()[0]) for im in images1]
+        pts = torch.stack((g["pred1_pts3d"], g["pred2_pts3d_in_other_view"]), 1)[rows]
+        conf = torch.stack((g["pred1_conf"], g["pred2_conf"]), 1)[rows]
+        return pts, conf
+
+
+@pytest.mark.parametrize("case, distance, atol", CASES)
+def test_no_batch_mixing_on_fixed_geometry(case: str, distance: str, atol: float, tiny_dir: Path) -> None:
+    """Each pair alone scores exactly as in the batch, and as the official code scored it alone.
+
+    With the network's geometry, running a pair alone changes the MASt3R output by host-dependent ulps
+    (2.4e-6 here), which SSIM amplifies to 5.2e-5 on S1's third pair, over its 5e-5 atol; the official
+    batch mixing this test rules out is ~2e-2. With the golden geometry the comparison is exact."""
+    kw = {**extras_kwargs(golden_path(), tiny_dir, distance=distance), "backbone": _GoldenGeometry()}
+    kw.pop("backbone_weights")
+    batched = met3r(_sq64(), **kw)
     alone = torch.cat([met3r(_sq64()[b : b + 1], **kw) for b in range(3)])
-    assert (alone - det.sequence_scores).abs().max().item() <= atol
-    assert (alone - expected).abs().max().item() <= atol
+    assert (alone - batched).abs().max().item() <= 1e-7
+    assert (alone - _golden(case)["score_single_pair"]).abs().max().item() <= atol
 
 
 def test_psnr_distance_stage() -> None:

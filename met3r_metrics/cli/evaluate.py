@@ -42,7 +42,7 @@ from met3r_metrics.cli import config as mconf
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
 from met3r_metrics.cli.scoring import finite_mean, score_sequence
-from met3r_metrics.settings import MIN_SIDE, PATCH, Settings
+from met3r_metrics.settings import Settings
 
 log = logging.getLogger("met3r_eval")
 
@@ -138,7 +138,8 @@ def _preparer(data: dict[str, Any], settings: Settings) -> Any:
         mio.prepare_views,
         frame_stride=int(data["frame_stride"]), start=int(data["start"]), max_frames=data["max_frames"],
         resize=data["resize"], resize_filter=str(data["resize_filter"]),
-        multiple=PATCH, height_multiple=settings.height_multiple, min_side=MIN_SIDE,
+        # the settings' frame-size rule (RAFT needs 128 px and multiples of 8, the ViTs 16-px patches)
+        multiple=settings.size_rule[1], height_multiple=settings.size_rule[0], min_side=settings.size_rule[2],
         fingerprint_mode=str(data["fingerprint"]), geometry=data.get("geometry"),
     )
 
