@@ -561,13 +561,7 @@ class MEt3RScorer(nn.Module):
                 "metric.img_size=input) to render at the input size",
                 stacklevel=3,
             )
-        if pairs is None:
-            pairs = s.pairs(v)
-        pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
-        for i, j in pair_list:
-            if not (0 <= i < v and 0 <= j < v) or i == j:
-                raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
-        num_p = len(pair_list)
+        pair_list, items, uses = _directed_items(s, b, v, pairs)
         # where the point maps come from: the stereo network, a user's geometry network, or given cameras
         source = "given" if s.geometry == "given" else "custom" if self.geometry_net is not None else "network"
         if (geometry is not None) != (source == "given"):
@@ -577,13 +571,6 @@ class MEt3RScorer(nn.Module):
             )
         if source == "network" and self.stereo is None:
             raise ValueError(f"backbone: expected a geometry network for {s.backbone!r}, got a scorer without one")
-        dirs = [0, 1] if s.symmetric else [0]
-        # directed work items (sequence, pair index, direction, view a rendered into, view b)
-        items = [
-            (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
-            for bi in range(b) for pi in range(num_p) for d in dirs
-        ]
-        uses = Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
         cache: dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]] = {}
         results: dict[tuple[int, int, int], dict[str, Tensor]] = {}
         shape = (h, w)
@@ -629,43 +616,10 @@ class MEt3RScorer(nn.Module):
                     [torch.stack((cache[a][0], cache[bk][0])) for a, bk in zip(ka, kb)]
                 )
                 out = self.render_pairs(pts, conf, feats2, return_renders=return_renders, intrinsics=intr)
-                # keep only what is returned: maps of long sequences would otherwise pile up
-                out = {k: t for k, t in out.items() if k in keep}
-                for k, (bi, pi, d, fa, fb) in enumerate(chunk):
-                    results[(bi, pi, d)] = {name: t[k] for name, t in out.items()}
-                    for key in ((bi, fa), (bi, fb)):
-                        uses[key] -= 1
-                        if uses[key] == 0:
-                            cache.pop(key, None)  # free frames no later pair needs
+                _record(results, chunk, out, keep, uses, cache)
 
-        def gather(name: str, d: int) -> Tensor:
-            return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
-
-        fwd = gather("score", 0)
-        overlap_f = gather("overlap", 0)
-        empty = overlap_f == 0
-        out_d: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
-        if s.symmetric:
-            rev = gather("score", 1)
-            overlap_r = gather("overlap", 1)
-            empty = empty | (overlap_r == 0)
-            scores = 0.5 * (fwd + rev)
-            overlap = 0.5 * (overlap_f + overlap_r)
-            out_d["forward_scores"], out_d["reverse_scores"] = fwd, rev
-        else:
-            scores, overlap = fwd, overlap_f
-        if s.nan_on_no_overlap:
-            scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
-        out_d.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
-        if return_maps:
-            out_d["score_maps"] = gather("score_map", 0)
-            out_d["overlap_masks"] = gather("overlap_mask", 0)
-            if s.symmetric:
-                out_d["score_maps_reverse"] = gather("score_map", 1)
-                out_d["overlap_masks_reverse"] = gather("overlap_mask", 1)
-        if return_renders:
-            out_d["renders"] = gather("renders", 0)
-        return out_d
+        return _assemble(results, s, b, pair_list, return_maps=return_maps, return_renders=return_renders,
+                         mask_key="overlap_mask")
 
     def forward(self, images: Tensor, pairs: Sequence[tuple[int, int]] | Tensor | None = None) -> Tensor:
         """(B, V, 3, H, W) in [-1, 1] -> pair scores (B, P)."""
@@ -696,19 +650,7 @@ class MEt3RScorer(nn.Module):
 
         s = self.settings
         b, v, _, h, w = images.shape
-        if pairs is None:
-            pairs = s.pairs(v)
-        pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
-        for i, j in pair_list:
-            if not (0 <= i < v and 0 <= j < v) or i == j:
-                raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
-        num_p = len(pair_list)
-        dirs = [0, 1] if s.symmetric else [0]
-        items = [
-            (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
-            for bi in range(b) for pi in range(num_p) for d in dirs
-        ]
-        uses = Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
+        pair_list, items, uses = _directed_items(s, b, v, pairs)
         cache: dict[tuple[int, int], Tensor] = {}
         results: dict[tuple[int, int, int], dict[str, Tensor]] = {}
         keep = {"score", "overlap"} | ({"score_map", "mask"} if return_maps else set())
@@ -741,36 +683,76 @@ class MEt3RScorer(nn.Module):
                     out["renders"] = torch.stack(
                         (torch.stack([cache[(bi, fa)] for bi, _, _, fa, _ in chunk]), out["warped"]), dim=1)
                     keep.add("renders")
-                out = {k: t for k, t in out.items() if k in keep}
-                for k, (bi, pi, d, fa, fb) in enumerate(chunk):
-                    results[(bi, pi, d)] = {name: t[k] for name, t in out.items()}
-                    for key in ((bi, fa), (bi, fb)):
-                        uses[key] -= 1
-                        if uses[key] == 0:
-                            cache.pop(key, None)  # free frames no later pair needs
+                _record(results, chunk, out, keep, uses, cache)
 
-        def gather(name: str, d: int) -> Tensor:
-            return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
+        return _assemble(results, s, b, pair_list, return_maps=return_maps, return_renders=return_renders,
+                         mask_key="mask")
 
-        fwd, overlap = gather("score", 0), gather("overlap", 0)
-        empty = overlap == 0
-        out_d: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
-        scores = fwd
+
+def _directed_items(
+    s: Settings, b: int, v: int, pairs: Sequence[tuple[int, int]] | Tensor | None
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int, int]], Counter]:
+    """Validated pairs, the directed work items (sequence, pair index, direction, view a rendered into,
+    view b; both directions when symmetric) and how many items use each (sequence, frame)."""
+    if pairs is None:
+        pairs = s.pairs(v)
+    pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
+    for i, j in pair_list:
+        if not (0 <= i < v and 0 <= j < v) or i == j:
+            raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
+    dirs = [0, 1] if s.symmetric else [0]
+    items = [
+        (bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
+        for bi in range(b) for pi in range(len(pair_list)) for d in dirs
+    ]
+    return pair_list, items, Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
+
+
+def _record(
+    results: dict[tuple[int, int, int], dict[str, Tensor]], chunk: Sequence[tuple[int, int, int, int, int]],
+    out: dict[str, Tensor], keep: set[str], uses: Counter, cache: dict,
+) -> None:
+    """Store a chunk's per-item outputs (only what is returned: maps of long sequences would otherwise pile
+    up) and free the cached frames that no later item needs."""
+    kept = {k: t for k, t in out.items() if k in keep}
+    for k, (bi, pi, d, fa, fb) in enumerate(chunk):
+        results[(bi, pi, d)] = {name: t[k] for name, t in kept.items()}
+        for key in ((bi, fa), (bi, fb)):
+            uses[key] -= 1
+            if uses[key] == 0:
+                cache.pop(key, None)
+
+
+def _assemble(
+    results: dict[tuple[int, int, int], dict[str, Tensor]], s: Settings, b: int, pair_list: list[tuple[int, int]],
+    *, return_maps: bool, return_renders: bool, mask_key: str,
+) -> dict[str, Tensor]:
+    """Per directed item results -> :meth:`MEt3RScorer.score_sequences`' dict (symmetric mean, NaN on no
+    overlap, maps of both directions). ``mask_key``: the name of the item's overlap/validity mask."""
+    num_p = len(pair_list)
+
+    def gather(name: str, d: int) -> Tensor:
+        return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
+
+    fwd, overlap = gather("score", 0), gather("overlap", 0)
+    empty = overlap == 0
+    out: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
+    scores = fwd
+    if s.symmetric:
+        rev, overlap_r = gather("score", 1), gather("overlap", 1)
+        empty = empty | (overlap_r == 0)
+        scores, overlap = 0.5 * (fwd + rev), 0.5 * (overlap + overlap_r)
+        out["forward_scores"], out["reverse_scores"] = fwd, rev
+    if s.nan_on_no_overlap:
+        scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
+    out.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
+    if return_maps:
+        out["score_maps"], out["overlap_masks"] = gather("score_map", 0), gather(mask_key, 0)
         if s.symmetric:
-            rev, overlap_r = gather("score", 1), gather("overlap", 1)
-            empty = empty | (overlap_r == 0)
-            scores, overlap = 0.5 * (fwd + rev), 0.5 * (overlap + overlap_r)
-            out_d["forward_scores"], out_d["reverse_scores"] = fwd, rev
-        if s.nan_on_no_overlap:
-            scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
-        out_d.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
-        if return_maps:
-            out_d["score_maps"], out_d["overlap_masks"] = gather("score_map", 0), gather("mask", 0)
-            if s.symmetric:
-                out_d["score_maps_reverse"], out_d["overlap_masks_reverse"] = gather("score_map", 1), gather("mask", 1)
-        if return_renders:
-            out_d["renders"] = gather("renders", 0)
-        return out_d
+            out["score_maps_reverse"], out["overlap_masks_reverse"] = gather("score_map", 1), gather(mask_key, 1)
+    if return_renders:
+        out["renders"] = gather("renders", 0)
+    return out
 
 
 def get_scorer(settings: Settings, device: torch.device | str | None = None) -> MEt3RScorer:
