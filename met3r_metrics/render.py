@@ -15,7 +15,7 @@ than points x pixels. On CPU in float32 all outputs equal PyTorch3D's CPU kernel
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -180,22 +180,70 @@ def rasterize_points(
         touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
 
         nx, ny = _window(radius, H, W)
-        ar_x = torch.arange(nx, device=device)
-        ar_y = torch.arange(ny, device=device)
-        pix_dtype = torch.int32 if B * H * W < 1 << 31 else torch.int64  # int32 sorts several times faster
+        g = _Raster(
+            x, y, z, touches, col_c, row_c, half, nx, ny, torch.arange(nx, device=device), torch.arange(ny, device=device),
+            y_of_row, x_of_col, r2, B, N, H, W, K,
+            torch.int32 if B * H * W < 1 << 31 else torch.int64,  # int32 sorts several times faster
+        )
         if dense is None:
             dense = device.type != "cpu" and DENSE_ON_ACCELERATORS
-        if dense and B * N * nx * ny <= chunk_size:
-            idx_flat = _dense_slots(
-                x, y, z, touches, col_c, row_c, half, (nx, ny), (ar_x, ar_y), (y_of_row, x_of_col), r2, (B, N, H, W, K),
-                pix_dtype,
-            )
-        else:
-            idx_flat = _chunked_slots(
-                x, y, z, touches, col_c, row_c, half, (nx, ny), (ar_x, ar_y), (y_of_row, x_of_col), r2, (B, N, H, W, K),
-                pix_dtype, chunk_size,
-            )
+        idx_flat = _dense_slots(g) if dense and B * N * nx * ny <= chunk_size else _chunked_slots(g, chunk_size)
     return _gather_outputs(ndc, idx_flat, (B, H, W, K), y_of_row, x_of_col)
+
+
+class _Raster(NamedTuple):
+    """What both slot passes read: the points' NDC coordinates and window centres, the hit test's
+    constants and the sizes."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    z: torch.Tensor
+    touches: torch.Tensor
+    col_c: torch.Tensor
+    row_c: torch.Tensor
+    half: float
+    nx: int
+    ny: int
+    ar_x: torch.Tensor
+    ar_y: torch.Tensor
+    y_of_row: torch.Tensor
+    x_of_col: torch.Tensor
+    r2: torch.Tensor
+    B: int
+    N: int
+    H: int
+    W: int
+    K: int
+    pix_dtype: torch.dtype
+
+
+def _cells(g: _Raster, p: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distances (m, ny, nx) of points ``p`` (window centres cx, cy) to their window's pixel centres,
+    and the packed pixel (m * ny * nx,) int64 of each window cell."""
+    m = p.numel()
+    # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
+    lo_x = torch.floor(cx - g.half - _WINDOW_SLACK_PX) + 1
+    lo_y = torch.floor(cy - g.half - _WINDOW_SLACK_PX) + 1
+    cols = lo_x.clamp(0, g.W - g.nx).long()[:, None] + g.ar_x  # (m, nx)
+    rows = lo_y.clamp(0, g.H - g.ny).long()[:, None] + g.ar_y  # (m, ny)
+    dx = g.x.index_select(0, p)[:, None] - g.x_of_col.index_select(0, cols.view(-1)).view(m, g.nx)
+    dy = g.y.index_select(0, p)[:, None] - g.y_of_row.index_select(0, rows.view(-1)).view(m, g.ny)
+    # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
+    d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]
+    pix = ((p // g.N)[:, None] * g.H + rows) * g.W  # (m, ny) row starts
+    return d2, (pix[:, :, None] + cols[:, None, :]).view(-1)
+
+
+def _scatter_slots(
+    g: _Raster, pix_s: torch.Tensor, idx_s: torch.Tensor, rank: torch.Tensor, keep: torch.Tensor
+) -> torch.Tensor:
+    """idx_flat (B*H*W*K,) int64 from hits sorted by pixel (``rank``: position within the pixel); entries not
+    kept go to a dump slot at the end instead of being compacted (no sync); -1 where empty."""
+    num_slots = g.B * g.H * g.W * g.K
+    slot = torch.where(keep, pix_s.long() * g.K + rank, num_slots)
+    idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=pix_s.device)
+    idx_flat.scatter_(0, slot, idx_s)
+    return idx_flat[:num_slots]
 
 
 def _window(radius: float, H: int, W: int) -> tuple[int, int]:
@@ -205,73 +253,45 @@ def _window(radius: float, H: int, W: int) -> tuple[int, int]:
     return min(W, int(math.floor(span)) + 1), min(H, int(math.floor(span)) + 1)
 
 
-def _chunked_slots(
-    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, touches: torch.Tensor, col_c: torch.Tensor, row_c: torch.Tensor,
-    half: float, window: tuple[int, int], ar: tuple[torch.Tensor, torch.Tensor], centres: tuple[torch.Tensor, torch.Tensor],
-    r2: torch.Tensor, dims: tuple[int, int, int, int, int], pix_dtype: torch.dtype, chunk_size: int,
-) -> torch.Tensor:
+def _chunked_slots(g: _Raster, chunk_size: int) -> torch.Tensor:
     """Slots of the touching points, chunk by chunk with compaction (bounded memory for any radius).
     Returns idx_flat (B*H*W*K,) int64, -1 where empty."""
-    nx, ny = window
-    ar_x, ar_y = ar
-    y_of_row, x_of_col = centres
-    B, N, H, W, K = dims
-    device = z.device
-    num_slots = B * H * W * K
-    cand = touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed index
+    device = g.z.device
+    cand = g.touches.nonzero().squeeze(1)  # host sync: sizes the chunk loop; ascending packed index
     # Visit points in ascending (z, packed index): every later hit of a pixel then ranks after every
     # earlier one, so a stable sort by pixel alone yields PyTorch3D's CPU order (ties -> lower index),
     # and merging chunks is a concatenation.
-    cand = cand.index_select(0, _stable_depth_order(z.index_select(0, cand)))
-    num_cand = cand.numel()
-    per_chunk = max(1, chunk_size // (nx * ny))
+    cand = cand.index_select(0, _stable_depth_order(g.z.index_select(0, cand)))
+    cells = g.nx * g.ny
+    per_chunk = max(1, chunk_size // cells)
 
-    kept_pix = torch.empty(0, dtype=pix_dtype, device=device)
+    kept_pix = torch.empty(0, dtype=g.pix_dtype, device=device)
     kept_idx = torch.empty(0, dtype=torch.int64, device=device)
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     pending_n = 0
-    for start in range(0, num_cand, per_chunk):
+    for start in range(0, cand.numel(), per_chunk):
         p = cand[start : start + per_chunk]
-        m = p.numel()
-        # Clamp the window inside the image: still covers every in-image candidate, never duplicates.
-        lo_x = torch.floor(col_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
-        lo_y = torch.floor(row_c.index_select(0, p) - half - _WINDOW_SLACK_PX) + 1
-        cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
-        rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
-        dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
-        dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
-        # dx*dx + dy*dy, each square rounded then summed (addition commutes exactly): the kernel's op order.
-        d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx)
-        hit = (d2 < r2).view(m, ny * nx).nonzero()  # host sync: hit count; (point, window cell)
+        d2, pix = _cells(g, p, g.col_c.index_select(0, p), g.row_c.index_select(0, p))
+        hit = (d2 < g.r2).view(p.numel(), cells).nonzero()  # host sync: hit count; (point, window cell)
         if hit.numel() == 0:
             continue
-        pix = ((p // N)[:, None] * H + rows) * W  # (m, ny) row starts
-        pix = (pix[:, :, None] + cols[:, None, :]).view(-1).to(pix_dtype)  # (m * ny * nx)
-        pending.append((pix.index_select(0, hit[:, 0] * (ny * nx) + hit[:, 1]), p.index_select(0, hit[:, 0])))
+        pending.append((pix.to(g.pix_dtype).index_select(0, hit[:, 0] * cells + hit[:, 1]), p.index_select(0, hit[:, 0])))
         pending_n += hit.shape[0]
         if pending_n > chunk_size:  # merge so memory stays bounded
             pix_s, idx_s, rank = _sort_by_pixel(
                 torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
             )
-            keep = rank < K  # host sync (compaction)
+            keep = rank < g.K  # host sync (compaction)
             kept_pix, kept_idx = pix_s[keep], idx_s[keep]
             pending, pending_n = [], 0
 
     pix_s, idx_s, rank = _sort_by_pixel(
         torch.cat([kept_pix] + [a for a, _ in pending]), torch.cat([kept_idx] + [b for _, b in pending])
     )
-    # Entries past K go to a dump slot at the end instead of being compacted (no sync).
-    slot = torch.where(rank < K, pix_s.long() * K + rank, num_slots)
-    idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=device)
-    idx_flat.scatter_(0, slot, idx_s)
-    return idx_flat[:num_slots]
+    return _scatter_slots(g, pix_s, idx_s, rank, rank < g.K)
 
 
-def _dense_slots(
-    x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, touches: torch.Tensor, col_c: torch.Tensor, row_c: torch.Tensor,
-    half: float, window: tuple[int, int], ar: tuple[torch.Tensor, torch.Tensor], centres: tuple[torch.Tensor, torch.Tensor],
-    r2: torch.Tensor, dims: tuple[int, int, int, int, int], pix_dtype: torch.dtype,
-) -> torch.Tensor:
+def _dense_slots(g: _Raster) -> torch.Tensor:
     """The chunked path's slots without a host sync: every point's whole window is tested at once.
 
     Instead of compacting the touching points and the hits (``nonzero``, which must read a count on the
@@ -280,34 +300,16 @@ def _dense_slots(
     (non-touching ones sort after every touching one), so each pixel's hits, and therefore the slots, are
     exactly the chunked path's. Returns idx_flat (B*H*W*K,) int64, -1 where empty.
     """
-    nx, ny = window
-    ar_x, ar_y = ar
-    y_of_row, x_of_col = centres
-    B, N, H, W, K = dims
-    dump = B * H * W
-    p = _stable_depth_order(torch.where(touches, z, float("inf")))  # (B*N,): touching points first, ascending (z, index)
-    tp = touches.index_select(0, p)
-    m = p.numel()
-    cx = torch.where(tp, col_c.index_select(0, p), 0.0)  # a finite window for every point; misses are masked
-    cy = torch.where(tp, row_c.index_select(0, p), 0.0)
-    lo_x = torch.floor(cx - half - _WINDOW_SLACK_PX) + 1
-    lo_y = torch.floor(cy - half - _WINDOW_SLACK_PX) + 1
-    cols = lo_x.clamp(0, W - nx).long()[:, None] + ar_x  # (m, nx)
-    rows = lo_y.clamp(0, H - ny).long()[:, None] + ar_y  # (m, ny)
-    dx = x.index_select(0, p)[:, None] - x_of_col.index_select(0, cols.view(-1)).view(m, nx)
-    dy = y.index_select(0, p)[:, None] - y_of_row.index_select(0, rows.view(-1)).view(m, ny)
-    d2 = (dy * dy)[:, :, None] + (dx * dx)[:, None, :]  # (m, ny, nx), the chunked path's op order
-    hit = (d2 < r2) & tp[:, None, None]
-    pix = ((p // N)[:, None] * H + rows) * W
-    pix = (pix[:, :, None] + cols[:, None, :]).view(-1)
-    pix = torch.where(hit.view(-1), pix, dump).to(pix_dtype)
-    ids = p[:, None].expand(m, ny * nx).reshape(-1)
+    dump = g.B * g.H * g.W
+    p = _stable_depth_order(torch.where(g.touches, g.z, float("inf")))  # touching points first, ascending (z, index)
+    tp = g.touches.index_select(0, p)
+    # a finite window for every point; the misses are masked
+    d2, pix = _cells(g, p, torch.where(tp, g.col_c.index_select(0, p), 0.0), torch.where(tp, g.row_c.index_select(0, p), 0.0))
+    hit = (d2 < g.r2) & tp[:, None, None]
+    pix = torch.where(hit.view(-1), pix, dump).to(g.pix_dtype)
+    ids = p[:, None].expand(p.numel(), g.ny * g.nx).reshape(-1)
     pix_s, idx_s, rank = _sort_by_pixel(pix, ids)
-    num_slots = dump * K
-    slot = torch.where((rank < K) & (pix_s < dump), pix_s.long() * K + rank, num_slots)
-    idx_flat = torch.full((num_slots + 1,), -1, dtype=torch.int64, device=z.device)
-    idx_flat.scatter_(0, slot, idx_s)
-    return idx_flat[:num_slots]
+    return _scatter_slots(g, pix_s, idx_s, rank, (rank < g.K) & (pix_s < dump))
 
 
 def _gather_outputs(
