@@ -184,7 +184,7 @@ def score_views(
         )
     if scorer is not None:
         sc = scorer.with_settings(settings)
-    elif networks or CUSTOM_PREFIX in settings.backbone + settings.feature_backbone:
+    elif networks or settings.custom_backbone or settings.custom_features:
         sc = MEt3RScorer.from_settings(settings, x.device, **(networks or {}))
     else:
         sc = get_scorer(settings, x.device)

@@ -259,7 +259,7 @@ class MEt3RScorer(nn.Module):
         """
         s = settings
         dev = canonical_device(device)
-        custom_geo, custom_feat = s.backbone.startswith("custom:"), s.feature_backbone.startswith("custom:")
+        custom_geo, custom_feat = s.custom_backbone, s.custom_features
         for arg, net, custom, field_name in (("geometry_net", geometry_net, custom_geo, "backbone"),
                                              ("feature_net", feature_net, custom_feat, "feature_backbone")):
             used = s.uses_features if field_name == "feature_backbone" else s.geometry == "network"
@@ -348,7 +348,7 @@ class MEt3RScorer(nn.Module):
         images01 = (images + 1) / 2
         if not self.settings.uses_features:
             return images01
-        ours = isinstance(self.features, nn.Module) and not self.settings.feature_backbone.startswith("custom:")
+        ours = not self.settings.custom_features
         n, (h, w) = images01.shape[0], images01.shape[-2:]
         out: Tensor | None = None
         for i in range(0, n, FEATURE_FRAMES):

@@ -284,6 +284,16 @@ class Settings:
         return DISTANCES[self.distance]
 
     @property
+    def custom_backbone(self) -> bool:
+        """Whether ``backbone`` names a user's geometry network (``custom:<name>``), passed as a module."""
+        return _is_custom(self.backbone)
+
+    @property
+    def custom_features(self) -> bool:
+        """Whether ``feature_backbone`` names a user's feature network (``custom:<name>``), passed as a module."""
+        return _is_custom(self.feature_backbone)
+
+    @property
     def uses_flow(self) -> bool:
         """Whether the geometry is RAFT optical flow + a backward warp (``backbone="raft"``) instead of splatting."""
         return self.backbone == RAFT_BACKBONE
