@@ -369,51 +369,46 @@ def stage_kernels(nets, size: int = 256, batch: int = 16, mode: str = "tf32", to
     return {"size": size, "batch": batch, "mode": mode, "stages": out}
 
 
-def feature_frame_rows(nets) -> list[dict]:
-    """Frames per feature-network call (``scorer.FEATURE_FRAMES``): speed and peak memory, A/B in one process."""
-    from met3r_metrics import scorer as scorer_mod
-
-    saved = scorer_mod.FEATURE_FRAMES
+def toggle_rows(nets, module, attr: str, values: tuple, configs: tuple, key: str) -> list[dict]:
+    """A/B of a module-level switch ``module.attr`` in one process: each (size, pairs, chunk) config, TF32,
+    every value twice, alternating (so drift between rows shows); speed, peak memory and the score
+    difference from the first value's scores."""
+    saved = getattr(module, attr)
     rows = []
     try:
-        for size, batch, chunk in ((256, 16, 8), (256, 16, 16), (512, 4, 8)):
-            images = rand_images(batch, 2, 3, size, size)
-            scorer = build_scorer("official", *nets, True, batch_size=chunk, **set_precision("tf32"))
-            for rep in range(2):  # twice, alternating, so drift between rows shows
-                for ff in (4, 8, 1000):
-                    scorer_mod.FEATURE_FRAMES = ff
-                    torch.cuda.empty_cache()
-                    r = bench(lambda: scorer.score_sequences(images, [(0, 1)]), warmup=2, budget_s=1.5)
-                    rows.append({"size": size, "batch": batch, "chunk": chunk, "feature_frames": ff, "rep": rep,
-                                 "pairs_per_s": batch / r["median_s"], "peak_gib": r["peak_gib"]})
-    finally:
-        scorer_mod.FEATURE_FRAMES = saved
-    return rows
-
-
-def raster_rows(nets) -> list[dict]:
-    """The sync-free dense rasterizer (graphed) vs the chunked one with host syncs, A/B in one process."""
-    from met3r_metrics import render
-
-    rows = []
-    saved = render.DENSE_ON_ACCELERATORS
-    try:
-        for size, batch, chunk in ((256, 1, 8), (256, 16, 8), (512, 4, 8)):
+        for size, batch, chunk in configs:
             images = rand_images(batch, 2, 3, size, size)
             scorer = build_scorer("official", *nets, True, batch_size=chunk, **set_precision("tf32"))
             ref = None
             for rep in range(2):
-                for dense in (False, True):
-                    render.DENSE_ON_ACCELERATORS = dense
+                for value in values:
+                    setattr(module, attr, value)
+                    torch.cuda.empty_cache()
                     r = bench(lambda: scorer.score_sequences(images, [(0, 1)]), warmup=2, budget_s=1.5)
                     got = scorer.score_sequences(images, [(0, 1)])["pair_scores"]
                     ref = got if ref is None else ref
-                    rows.append({"size": size, "batch": batch, "chunk": chunk, "dense_raster": dense, "rep": rep,
+                    rows.append({"size": size, "batch": batch, "chunk": chunk, key: value, "rep": rep,
                                  "pairs_per_s": batch / r["median_s"], "ms_per_call": 1e3 * r["median_s"],
-                                 "peak_gib": r["peak_gib"], "max_abs_diff_vs_chunked": float((got - ref).abs().max())})
+                                 "peak_gib": r["peak_gib"], f"max_abs_diff_vs_{key}_{values[0]}": float((got - ref).abs().max())})
     finally:
-        render.DENSE_ON_ACCELERATORS = saved
+        setattr(module, attr, saved)
     return rows
+
+
+def feature_frame_rows(nets) -> list[dict]:
+    """Frames per feature-network call (``scorer.FEATURE_FRAMES``)."""
+    from met3r_metrics import scorer as scorer_mod
+
+    return toggle_rows(nets, scorer_mod, "FEATURE_FRAMES", (4, 8, 1000), ((256, 16, 8), (256, 16, 16), (512, 4, 8)),
+                       "feature_frames")
+
+
+def raster_rows(nets) -> list[dict]:
+    """The sync-free dense rasterizer (graphed) vs the chunked one with host syncs."""
+    from met3r_metrics import render
+
+    return toggle_rows(nets, render, "DENSE_ON_ACCELERATORS", (False, True), ((256, 1, 8), (256, 16, 8), (512, 4, 8)),
+                       "dense_raster")
 
 
 def compiled_rows(nets, mode_kw: dict | None = None, chunk: int | None = None) -> list[dict]:
