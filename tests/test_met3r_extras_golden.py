@@ -9,7 +9,6 @@ overlap masks. Tolerances: the golden README section 6, used exactly.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import golden_path
+from extras_golden import extras_case as _golden
+from extras_golden import extras_meta as _meta
 from met3r_metrics import met3r
 from met3r_metrics.distances import _ssim_map, masked_mean, pair_data_range, pair_scores
 from met3r_metrics.testing import extras_kwargs, recipe_state_dict, tiny_met3r_kwargs
@@ -27,22 +28,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("met3r_extras_weights")
-
-
-@lru_cache(maxsize=None)
-def _meta() -> dict:
-    return json.loads(golden_path("met3r_extras", "cases.json").read_text())
-
-
-@lru_cache(maxsize=None)
-def _golden(case: str) -> dict[str, torch.Tensor]:
-    """A case's tensors, with the ones stored once elsewhere (``shared_with``) resolved and reshaped."""
-    out = dict(load_file(str(golden_path("met3r_extras", f"{case}.safetensors"))))
-    for name, info in _meta()["cases"][case]["tensors"].items():
-        if name not in out and info.get("shared_with"):
-            file, key = info["shared_with"].split(":")
-            out[name] = load_file(str(golden_path("met3r_extras", file)))[key].reshape(info["shape"])
-    return out
 
 
 def _sq64() -> torch.Tensor:

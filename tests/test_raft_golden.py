@@ -9,7 +9,6 @@ stored flow to the warp/score function, pinning it independently of the network.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import golden_path
+from extras_golden import extras_case as _golden
+from extras_golden import extras_meta as _meta
 from met3r_metrics import Settings, met3r
 from met3r_metrics.flow import flow_pair_scores, official_batch_mixed_score, warp_backward
 from met3r_metrics.scorer import MEt3RScorer
@@ -29,21 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def wdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("raft_weights")
-
-
-@lru_cache(maxsize=None)
-def _meta() -> dict:
-    return json.loads(golden_path("met3r_extras", "cases.json").read_text())
-
-
-@lru_cache(maxsize=None)
-def _golden(case: str) -> dict[str, torch.Tensor]:
-    out = dict(load_file(str(golden_path("met3r_extras", f"{case}.safetensors"))))
-    for name, info in _meta()["cases"][case]["tensors"].items():
-        if name not in out and info.get("shared_with"):
-            file, key = info["shared_with"].split(":")
-            out[name] = load_file(str(golden_path("met3r_extras", file)))[key].reshape(info["shape"])
-    return out
 
 
 def _checks(case: str) -> dict:
