@@ -57,12 +57,18 @@ def _check_same(name: str, x: Tensor, ref_name: str, ref: Tensor, dims: int) -> 
         raise _fail(name, f"a tensor on {ref_name}'s device {ref.device}", f"a tensor on {x.device}")
 
 
+def _per_view_matrices(name: str, x: object, n: int, ref_name: str, ref: Tensor) -> Tensor:
+    """x checked as finite (B, V, n, n) float matrices beside ``ref``, as float64."""
+    t = _check_tensor(name, x, f"(B, V, {n}, {n})", 4, (n, n))
+    _check_same(name, t, ref_name, ref, 2)
+    t = t.detach().double()
+    if not bool(torch.isfinite(t).all()):
+        raise _fail(name, "finite values", "NaN or inf")
+    return t
+
+
 def _check_intrinsics(intrinsics: Tensor, ref_name: str, ref: Tensor) -> Tensor:
-    k = _check_tensor("intrinsics", intrinsics, "(B, V, 3, 3)", 4, (3, 3))
-    _check_same("intrinsics", k, ref_name, ref, 2)
-    k = k.detach().double()
-    if not bool(torch.isfinite(k).all()):
-        raise _fail("intrinsics", "finite values", "NaN or inf")
+    k = _per_view_matrices("intrinsics", intrinsics, 3, ref_name, ref)
     zero = torch.stack((k[..., 0, 1], k[..., 1, 0], k[..., 2, 0], k[..., 2, 1], k[..., 2, 2] - 1), -1)
     bad = (zero != 0).any(-1)
     if bool(bad.any()):
@@ -78,11 +84,7 @@ def _check_intrinsics(intrinsics: Tensor, ref_name: str, ref: Tensor) -> Tensor:
 
 
 def _check_poses(cam_to_world: Tensor, ref_name: str, ref: Tensor) -> Tensor:
-    t = _check_tensor("cam_to_world", cam_to_world, "(B, V, 4, 4)", 4, (4, 4))
-    _check_same("cam_to_world", t, ref_name, ref, 2)
-    t = t.detach().double()
-    if not bool(torch.isfinite(t).all()):
-        raise _fail("cam_to_world", "finite values", "NaN or inf")
+    t = _per_view_matrices("cam_to_world", cam_to_world, 4, ref_name, ref)
     last = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype, device=t.device)
     r = t[..., :3, :3]
     eye = torch.eye(3, dtype=t.dtype, device=t.device)
