@@ -89,7 +89,7 @@ def network_name(net: Any) -> str:
     return CUSTOM_PREFIX + name
 
 
-def custom_networks(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def custom_networks(overrides: dict[str, Any], scorer: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split user networks out of Settings overrides (as torchmetrics FID's ``feature=nn.Module``).
 
     Returns:
@@ -98,6 +98,7 @@ def custom_networks(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 
     Raises:
         TypeError: ``backbone`` / ``feature_backbone`` is neither a str nor a callable.
+        ValueError: networks given together with a ``scorer`` (which holds its own networks).
     """
     out, nets = dict(overrides), {}
     for field_name, key in zip(_NETWORK_FIELDS, ("geometry_net", "feature_net")):
@@ -108,6 +109,9 @@ def custom_networks(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             raise TypeError(f"{field_name}: expected a registry name (str) or a callable / nn.Module, got "
                             f"{type(value).__name__}")
         out[field_name], nets[key] = network_name(value), value
+    if nets and scorer is not None:
+        raise ValueError("scorer: expected None with a user's backbone / feature_backbone network (the scorer "
+                         f"holds its own networks), got a {type(scorer).__name__}")
     return out, nets
 
 
@@ -250,10 +254,7 @@ def met3r(
         (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
         ``images`` through the feature path (geometry is detached, as officially).
     """
-    overrides, networks = custom_networks(given_geometry_defaults(overrides))
-    if networks and scorer is not None:
-        raise ValueError("scorer: expected None with a user's backbone / feature_backbone network (the scorer "
-                         f"holds its own networks), got a {type(scorer).__name__}")
+    overrides, networks = custom_networks(given_geometry_defaults(overrides), scorer)
     settings = resolve(variant, base=scorer.settings if isinstance(scorer, MEt3RScorer) else None, **overrides)
     out = score_views(images, settings, normalize=normalize, scorer=scorer, return_maps=return_maps and return_details,
                       geometry=geometry, networks=networks)

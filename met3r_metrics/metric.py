@@ -133,10 +133,7 @@ class MEt3R(Metric):
             )
         metric_kwargs = {k: kwargs.pop(k) for k in _METRIC_KWARGS if k in kwargs}
         super().__init__(**metric_kwargs)
-        kwargs, networks = custom_networks(given_geometry_defaults(kwargs))
-        if networks and scorer is not None:
-            raise ValueError("scorer: expected None with a user's backbone / feature_backbone network (the scorer "
-                             f"holds its own networks), got a {type(scorer).__name__}")
+        kwargs, networks = custom_networks(given_geometry_defaults(kwargs), scorer)
         if not isinstance(normalize, bool):
             raise ValueError(f"normalize: expected a bool, got {normalize!r}")
         if not isinstance(return_per_pair, bool):

@@ -298,6 +298,11 @@ def test_custom_network_errors_name_the_argument():
         Settings.paper(focal_source="intrinsics")
     with pytest.raises(ValueError, match="focal_source: expected 'intrinsics' with geometry='given'"):
         Settings.official(geometry="given")
+    # a user's network and a scorer (which holds its own networks) together: refused, in both front doors
+    for call in (lambda: met3r(plane_views(), backbone=PlaneNet(), scorer=object(), **RMSE),
+                 lambda: MEt3R(backbone=PlaneNet(), scorer=object(), **RMSE)):
+        with pytest.raises(ValueError, match="scorer: expected None with a user's backbone / feature_backbone network"):
+            call()
 
 
 def test_the_runnable_docs_snippet_runs():
