@@ -64,11 +64,11 @@ def enabled(flag: bool) -> Iterator[None]:
 
 def _numerics_state(device: torch.device) -> tuple:
     from . import kernels
+    from .precision import tf32_flags  # the running torch's TF32 API: the legacy flags raise after the new one
 
     autocast = torch.is_autocast_enabled(device.type)
     dtype = torch.get_autocast_dtype(device.type) if autocast else None
-    return (autocast, dtype, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-            kernels.is_enabled())
+    return (autocast, dtype, *tf32_flags(), kernels.is_enabled())
 
 
 class _Captured:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .cuda_graphs import graphs_for
 from .distances import pair_scores as _pair_scores
 from .geometry import canonical_pointmap, estimate_focal, focal_to_ndc, intrinsics_to_ndc, scale_intrinsics
+from .precision import pinned_tf32
 from .settings import Settings
 
 __all__ = ["MEt3RScorer", "get_scorer", "clear_scorer_cache", "render_size", "canonical_device", "precision_context"]
@@ -82,18 +83,16 @@ def precision_context(precision: str, device: torch.device) -> Iterator[None]:
     """The float32 matmul/convolution mode of ``precision`` for one scoring call, restored on exit.
 
     fp32 switches TF32 off (a caller's global TF32 must not change the recorded numbers); tf32 and
-    bf16 switch it on (bf16's bfloat16 autocast of the networks is applied by the scorer itself).
+    bf16 switch it on (bf16's bfloat16 autocast of the networks is applied by the scorer itself). Read and
+    set through the TF32 API the running torch has (:mod:`met3r_metrics.precision`), never a mix of two.
     """
     if device.type != "cuda":  # TF32 is a CUDA notion: nothing to pin
         yield
         return
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (matmul.allow_tf32, cudnn.allow_tf32)
-    matmul.allow_tf32 = cudnn.allow_tf32 = precision != "fp32"
-    try:
+    # through the running torch's API only (met3r_metrics.precision): reading the legacy allow_tf32 flags
+    # raises on torch >= 2.9 once a caller has used the new fp32_precision API
+    with pinned_tf32(precision != "fp32"):
         yield
-    finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def _load_stereo(backbone: str, weights: str | None, device: torch.device) -> nn.Module:
