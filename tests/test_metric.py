@@ -259,6 +259,38 @@ def test_bf16_precision_is_opt_in_and_close(kw: dict, seqs: torch.Tensor) -> Non
     assert low.dtype == torch.float32 and (low - ref).abs().max().item() < 0.05
 
 
+def _layer_dtypes(kw: dict, x: torch.Tensor, precision: str) -> dict[str, set]:
+    """Output dtypes of every Linear / Conv2d inside the networks during one met3r call, per network part."""
+    sc = get_scorer(Settings.official(**kw, precision=precision))
+    seen: dict[str, set] = {}
+    hooks = []
+    for top, net in (("stereo", sc.stereo), ("features", sc.features)):
+        for name, mod in net.named_modules():
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                part = f"{top}.{name.split('.')[0]}"  # e.g. stereo.enc_blocks, features.upsampler
+                hooks.append(mod.register_forward_hook(lambda m, i, o, p=part: seen.setdefault(p, set()).add(o.dtype)))
+    try:
+        met3r(x, precision=precision, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_bf16_precision_runs_the_networks_in_bfloat16(kw: dict, seqs: torch.Tensor) -> None:
+    """precision='bf16': encoder, decoder, DINO and the JBU upsampler compute in bfloat16 (autocast); the
+    DPT heads stay float32 (autocast off, as officially); precision='fp32' computes everything in float32."""
+    x = seqs[:1, :2]
+    nets = ("stereo.patch_embed", "stereo.enc_blocks", "stereo.decoder_embed", "stereo.dec_blocks",
+            "stereo.dec_blocks2", "features.featurizer", "features.upsampler")
+    heads = ("stereo.downstream_head1", "stereo.downstream_head2")
+    low, full = _layer_dtypes(kw, x, "bf16"), _layer_dtypes(kw, x, "fp32")
+    assert set(low) == set(full) == set(nets + heads)
+    assert {p: low[p] for p in nets} == {p: {torch.bfloat16} for p in nets}
+    assert {p: low[p] for p in heads} == {p: {torch.float32} for p in heads}
+    assert all(d == {torch.float32} for d in full.values()), full
+
+
 def test_radius_and_points_per_pixel_knobs_reach_the_renderer(kw: dict, seqs: torch.Tensor) -> None:
     """Both splatting knobs are forwarded (golden cases cover radius 0.04 vs 0.01 end to end)."""
     x = seqs[:1, :2]
