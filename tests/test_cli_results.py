@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
 
@@ -72,6 +74,38 @@ def test_ci_respects_the_range_and_is_reproducible():
     many = [0.01 * (k % 7) for k in range(5000)]  # chunked resampling for large runs
     lo, hi = res.bootstrap_ci95(many)
     assert lo < sum(many) / len(many) < hi and hi - lo < 0.002
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ci_is_the_exact_bootstrap_quantiles_of_a_two_valued_sample(seed):
+    """Five values a and five b: a bootstrap mean is a + (b - a) X / 10 with X ~ Binomial(10, 1/2) exactly, whose
+    2.5 % / 97.5 % quantiles are X = 2 and X = 8 (CDF 0.011 / 0.055 and 0.945 / 0.989 around them: with 2000
+    resamples the empirical quantiles land on those atoms, 6 standard errors away from the neighbours)."""
+    from math import comb
+
+    cdf = [sum(comb(10, k) for k in range(x + 1)) / 2**10 for x in range(11)]
+    assert cdf[1] < 0.02 and cdf[2] > 0.05 and cdf[7] < 0.95 and cdf[8] > 0.98  # the atoms named above
+    a, b = 0.01, 0.05
+    lo, hi = res.bootstrap_ci95([a] * 5 + [b] * 5, seed=seed)
+    assert lo == pytest.approx(a + (b - a) * 2 / 10, abs=1e-12)
+    assert hi == pytest.approx(a + (b - a) * 8 / 10, abs=1e-12)
+
+
+def test_ci_matches_a_slow_reference_bootstrap():
+    """Against a plain-Python percentile bootstrap (20000 resamples) of 50 skewed values, and normal theory."""
+    import random
+
+    rng = random.Random(7)
+    values = [rng.expovariate(1 / 0.03) for _ in range(50)]
+    n, mean = len(values), sum(values) / len(values)
+    sem = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    ref_rng = random.Random(11)
+    means = sorted(sum(ref_rng.choice(values) for _ in range(n)) / n for _ in range(20000))
+    ref_lo, ref_hi = means[int(0.025 * 20000)], means[int(0.975 * 20000)]
+    lo, hi = res.bootstrap_ci95(values)
+    # Monte Carlo error of a 2.5 % quantile of 2000 resamples: ~0.06 sem; allow 0.35 sem (~5 of its sd)
+    assert abs(lo - ref_lo) < 0.35 * sem and abs(hi - ref_hi) < 0.35 * sem, (lo, hi, ref_lo, ref_hi, sem)
+    assert (hi - lo) == pytest.approx(2 * 1.96 * sem, rel=0.15)  # normal theory for the width, n = 50
 
 
 def test_shard_round_robin_covers_everything():
