@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import worker_probe
 from conftest import write_mp4, write_png_sequence
+from worker_probe import patch_cli_preparer
 
 from met3r_metrics.cli.evaluate import compose_config, run
 
@@ -129,13 +131,18 @@ def test_frames_of_different_sizes_with_resize(tiny, tmp_path):
     assert yes["num_sequences_scored"] == 1 and _records(tmp_path / "o2")["s"]["resized"] is True
 
 
-def test_dataloader_workers_give_the_same_records(tiny, tmp_path):
+def test_dataloader_workers_give_the_same_records(tiny, tmp_path, monkeypatch):
     data = tmp_path / "seqs"
     for k in range(3):
         write_png_sequence(data / f"s{k}", 3, seed=k)
     (data / "broken.mp4").write_bytes(b"not a video")
+    patch_cli_preparer(monkeypatch, tmp_path / "calls.log")
     _run(tiny, data, tmp_path / "w0", "runtime.num_workers=0")
+    main = worker_probe.calls(tmp_path / "calls.log")  # no workers: every sequence read here
+    assert len(main) == 4 and {(pid, w) for pid, w, _ in main} == {(os.getpid(), -1)}
+    (tmp_path / "calls.log").unlink()
     _run(tiny, data, tmp_path / "w2", "runtime.num_workers=2")
+    worker_probe.assert_ran_in_workers(tmp_path / "calls.log", 2, {n for _, _, n in main})  # really in 2 workers
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert {k: strip(v) for k, v in _records(tmp_path / "w0").items()} == {k: strip(v) for k, v in _records(tmp_path / "w2").items()}
     assert (tmp_path / "w0" / "pairs.csv").read_text() == (tmp_path / "w2" / "pairs.csv").read_text()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from known_geometry_scenes import DEPTH, H, W, plane_cameras, plane_views
+from worker_probe import assert_ran_in_workers, patch_cli_preparer
 
 from met3r_metrics.cli.evaluate import compose_config, default_output_dir, run
 from met3r_metrics.cli import config as mconf
@@ -131,8 +132,10 @@ def test_geometry_settings_are_checked_before_reading(data: Path, tmp_path: Path
     assert not (tmp_path / "o").exists()
 
 
-def test_geometry_travels_through_dataloader_workers(data: Path, tmp_path: Path):
+def test_geometry_travels_through_dataloader_workers(data: Path, tmp_path: Path, monkeypatch):
     """Prepared views with their KnownGeometry come back from a forkserver worker intact."""
     one = _run(data, tmp_path / "o0", GEO)
+    patch_cli_preparer(monkeypatch, tmp_path / "calls.log")
     two = _run(data, tmp_path / "o1", GEO, "runtime.num_workers=1")
+    assert_ran_in_workers(tmp_path / "calls.log", 1, {"plane_a", "plane_b"})  # read in the worker process
     assert two["met3r"] == one["met3r"] and two["num_pairs"] == 4

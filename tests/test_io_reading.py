@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import _moving_pattern, write_gif, write_mp4, write_png_sequence
+from worker_probe import RecordWorkers, assert_ran_in_workers
 
 from met3r_metrics import io
 
@@ -568,7 +569,9 @@ def test_dataset_with_workers_keeps_the_order_and_records_errors(tmp_path):
     write_mp4(root / "v.mkv", 4)
     sources = io.discover_sequences(root)
     prepare = functools.partial(io.prepare_views, resize=[64, 64])
-    results = list(io.iter_prepared(sources, prepare, num_workers=2, prefetch_factor=1))
+    log = tmp_path / "calls.log"
+    results = list(io.iter_prepared(sources, RecordWorkers(prepare, log), num_workers=2, prefetch_factor=1))
+    assert_ran_in_workers(log, 2, {s.name for s in sources})  # decoded in two worker processes, not here
     assert [s.name for s, _ in results] == [s.name for s in sources]
     errors = {s.name: r for s, r in results if isinstance(r, io.SequenceError)}
     assert list(errors) == ["s2"] and errors["s2"].error_type == "ValueError"
