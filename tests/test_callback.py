@@ -466,7 +466,7 @@ def test_known_cameras_from_sample_fn(tmp_path: Path) -> None:
         results[altered] = callback.last_results
         assert callback.settings.geometry == "given" and callback.settings.focal_source == "intrinsics"
         assert callback.last_figure_path is not None and callback.last_figure_path.stat().st_size > 1000
-    assert results[False]["met3r"] <= 1e-5 and results[False]["met3r_mean_overlap"] == pytest.approx(0.75)
+    assert results[False]["met3r"] == 0.0 and results[False]["met3r_mean_overlap"] == pytest.approx(0.75)
     assert results[True]["met3r"] > 0.01
 
 
