@@ -27,6 +27,17 @@ def golden_root() -> Path:
     return golden_path()
 
 
+@pytest.fixture(params=["torch_default", "TORCH_FORCE_WEIGHTS_ONLY_LOAD=1"])
+def torch_load_policy(request, monkeypatch):
+    """Run a checkpoint-reading test twice: with torch.load's defaults, and with TORCH_FORCE_WEIGHTS_ONLY_LOAD=1
+    (what security-minded sites set), under which torch.load refuses every explicit pickle_module."""
+    if request.param == "torch_default":
+        monkeypatch.delenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    return request.param
+
+
 # --- test data for io / CLI tests (met3r-eval): small generated sequences --------------------
 
 

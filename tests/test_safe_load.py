@@ -30,6 +30,8 @@ from met3r_metrics.weights import (
 
 WEIGHTS = ("featup", "dino16_d2_weights.safetensors")
 
+pytestmark = pytest.mark.usefixtures("torch_load_policy")  # every test also under TORCH_FORCE_WEIGHTS_ONLY_LOAD=1
+
 # A helper module (written to tmp, importable only while saving): an AttributeDict-like hyper-parameter dict,
 # a callback state object, and objects whose unpickling would have side effects (each creates a marker file).
 _HELPER = '''

@@ -213,6 +213,7 @@ def test_save_stereo_files_roundtrip(caches):
     run_case(load_stereo_model(out.parent), cfg, "sq64")
 
 
+@pytest.mark.usefixtures("torch_load_policy")
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_pth_with_unsafe_pickle_is_refused_naming_file_and_argument(caches, zip_format):
     """A pickle needing a foreign class is refused in one line naming the argument, the file and the class,
@@ -237,6 +238,7 @@ class _NotAllowListed:
     pass
 
 
+@pytest.mark.usefixtures("torch_load_policy")
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_torchscript_archive_is_refused_naming_file_and_argument(caches):
     """torch.load would hand a TorchScript archive to torch.jit.load; its weights_only refusal suggests

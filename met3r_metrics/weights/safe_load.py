@@ -12,6 +12,9 @@ weights-only ``Unpickler`` (``torch._weights_only_unpickler``) with two changes,
 * a stub may take dict items (torch allows ``SETITEMS`` on plain dicts only), since Lightning's
   ``AttributeDict`` hyper-parameters are a dict subclass.
 
+With ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` set, ``torch.load`` refuses any explicit ``pickle_module``; the second read
+then hands the same unpickler to torch's own readers (:func:`_load_with_module`).
+
 Everything else is torch's: only allow-listed callables are ever called, ``BUILD`` only on tensors,
 parameters, ``OrderedDict`` and allow-listed types, appends only to lists, ``sys``/``os``/``posix``/``nt``
 globals always refused. Pickle code (``__reduce__`` callables, ``__setstate__``, module top-level code)
@@ -194,8 +197,8 @@ def safe_torch_load(
     stubbed: dict[str, None] = {}
     module = _restricted_pickle_module(allowed, stubbed, stub_unknown=stub_unknown)
     try:
-        with _LOCK:  # weights_only=False is what lets torch take our module (torch's weights-only unpickler)
-            result = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
+        with _LOCK:
+            result = _load_with_module(path, module, mmap)
     except UnsafeCheckpointError as err:
         kinds = ", ".join(["tensors", *(_global_name(g)[0] for g in safe_globals)])
         raise UnsafeCheckpointError(
@@ -217,6 +220,43 @@ def safe_torch_load(
             stacklevel=2,
         )
     return result
+
+
+#: torch.load's switch (torch >= 2.4) that forces weights_only=True and so refuses any explicit pickle_module.
+FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+
+def _weights_only_forced() -> bool:
+    return os.getenv(FORCE_WEIGHTS_ONLY_ENV, "0").lower() in ("1", "y", "yes", "true")  # torch.load's test
+
+
+def _load_with_module(path: str | os.PathLike, module: types.ModuleType, mmap: bool) -> Any:
+    """The second read: torch's storage rebuilding with ``module`` (torch's weights-only unpickler + stubs).
+
+    ``torch.load(weights_only=False, pickle_module=module)`` is what lets torch take the module; ``weights_only=False``
+    is harmless here because the module *is* a weights-only unpickler. With ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` set,
+    torch.load refuses every explicit pickle_module, so the file goes straight to the readers torch.load itself
+    calls after that check (``torch.serialization._load`` for zip archives, ``_legacy_load`` otherwise), read into
+    memory: the variable's guarantee (nothing in the file can run code) holds, since only this restricted
+    unpickler reads it. A torch without those readers refuses in one line naming the variable.
+    """
+    if not _weights_only_forced():
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
+    ser = torch.serialization
+    readers = [getattr(ser, n, None) for n in ("_load", "_legacy_load", "_open_zipfile_reader")]
+    if not all(callable(r) for r in readers):  # pragma: no cover - every torch since 1.6 has them
+        raise UnsafeCheckpointError(
+            f"{FORCE_WEIGHTS_ONLY_ENV}: expected unset to read {os.fspath(path)} (a checkpoint beyond torch's "
+            f"weights-only allow-list), got {os.environ[FORCE_WEIGHTS_ONLY_ENV]!r}"
+        )
+    load_zip, load_legacy, open_zip = readers
+    with open(path, "rb") as fh:
+        if zipfile.is_zipfile(fh):
+            fh.seek(0)
+            with open_zip(fh) as archive:
+                return load_zip(archive, "cpu", module, encoding="utf-8")
+        fh.seek(0)
+        return load_legacy(fh, "cpu", module, encoding="utf-8")
 
 
 def _first_line(err: BaseException) -> str:
