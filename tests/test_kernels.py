@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -163,6 +164,42 @@ def test_dispatch_rules(monkeypatch):
     assert K.should_use(_fake())
     monkeypatch.setenv("MET3R_DISABLE_TRITON", "1")
     assert not K.should_use(_fake())
+
+
+@pytest.fixture
+def fresh_triton_check():
+    """triton_importable() is cached per process: forget the answer around the test."""
+    K.triton_importable.cache_clear()
+    yield
+    K.triton_importable.cache_clear()
+
+
+def test_broken_triton_install_warns_once_with_the_reason(monkeypatch, fresh_triton_check):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "triton" or name.startswith("triton."):
+            raise OSError("libcuda.so.1: cannot open shared object file\nsecond line")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delenv("MET3R_DISABLE_TRITON", raising=False)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.warns(RuntimeWarning) as record:
+        assert not K.should_use(_fake())  # CUDA tensors (faked): the first dispatch imports triton
+        assert not K.should_use(_fake()) and not K.triton_importable()  # cached: no second warning
+    assert len(record) == 1
+    msg = str(record[0].message)
+    assert "triton is installed but does not import (OSError: libcuda.so.1: cannot open shared object file)" in msg
+    assert "fused CUDA kernels are off" in msg and "MET3R_DISABLE_TRITON=1" in msg and "second line" not in msg
+
+
+def test_triton_not_installed_is_silent(monkeypatch, fresh_triton_check):
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton -> ModuleNotFoundError(name='triton')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not K.triton_importable() and not K.should_use(_fake())
 
 
 def test_cpu_paths_never_import_triton_kernels():

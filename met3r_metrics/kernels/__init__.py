@@ -5,7 +5,8 @@ and :mod:`met3r_metrics.render` stay the default everywhere and are the referenc
 when :func:`should_use` says so:
 
 * every tensor involved is on a CUDA device,
-* ``triton`` imports (it is imported lazily, on the first CUDA call only; the package works without it),
+* ``triton`` imports (it is imported lazily, on the first CUDA call only; the package works without it; an
+  installed triton that fails to import warns once, naming the error),
 * no autograd is needed (``torch.is_grad_enabled()`` is False or no input requires grad),
 * the environment variable ``MET3R_DISABLE_TRITON`` is not ``"1"`` (read at each call),
 * the module switch is on (:func:`set_enabled`; default on).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -51,13 +53,35 @@ def enabled(flag: bool) -> Iterator[None]:
 
 @functools.lru_cache(maxsize=None)
 def triton_importable() -> bool:
-    """Whether ``import triton`` works (cached; imported on first call only)."""
+    """Whether ``import triton`` works (cached; imported on first call only).
+
+    Triton not installed: False, silently (the package works without it). Installed but failing to import
+    (a broken install: a missing shared library, a version clash, ...): False, with one warning naming the
+    error, since the answer is cached and the fused kernels then stay off for the whole process.
+    """
     try:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
-    except Exception:  # ImportError, or a broken install
+    except ModuleNotFoundError as err:
+        if err.name == "triton":  # not installed
+            return False
+        _warn_broken(err)
+        return False
+    except Exception as err:  # noqa: BLE001 - any failure of a broken install
+        _warn_broken(err)
         return False
     return True
+
+
+def _warn_broken(err: BaseException) -> None:
+    reason = (str(err).strip().splitlines() or [""])[0]
+    warnings.warn(
+        f"MEt3R: triton is installed but does not import ({type(err).__name__}: {reason}); the fused CUDA kernels "
+        "are off for this process and the PyTorch paths run (same results, slower). Fix the triton install, or "
+        "set MET3R_DISABLE_TRITON=1 to choose the PyTorch paths without this warning",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def triton_available(device: torch.device | str) -> bool:
