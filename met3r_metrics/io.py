@@ -420,16 +420,14 @@ def _unsafe_pt_error(path: Path, err: Exception) -> UnsafeTensorFileError:
 def _load_pt(path: Path) -> Any:
     """``torch.load`` restricted to tensors (``weights_only``), memory-mapped where the format allows."""
     import pickle
+    import zipfile
 
+    # Zip-format files (torch.save's default since 1.6) are memory-mapped: counting the sequences and
+    # deciding the value range does not need the whole file in RAM. The legacy format cannot be mapped and
+    # is read into memory. Decided by the file's format, not by the wording of torch's mmap error.
+    mmap = zipfile.is_zipfile(path)
     try:
-        try:
-            # Zip-format files (torch.save's default since 1.6) are memory-mapped: counting the
-            # sequences and deciding the value range does not need the whole file in RAM.
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format: read into memory
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise _unsafe_pt_error(path, err) from None
 

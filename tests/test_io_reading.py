@@ -426,12 +426,17 @@ def test_pt_files_are_memory_mapped_when_the_format_allows(tmp_path, monkeypatch
 
     def spy(*args, **kwargs):
         calls.append(kwargs.get("mmap", False))
+        if kwargs.get("mmap"):  # a torch whose refusal to map a legacy file is worded differently
+            with open(args[0], "rb") as fh:
+                if fh.read(4) != b"PK\x03\x04":
+                    raise RuntimeError("this file cannot be memory-mapped")
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, "load", spy)
     assert torch.equal(io.read_tensor_file(tmp_path / "zip.pt"), x) and calls == [True]
     calls.clear()
-    assert torch.equal(io.read_tensor_file(tmp_path / "legacy.pt"), x) and calls == [True, False]  # fallback
+    # decided by the format (zip archive or not), one read, whatever torch's error message says
+    assert torch.equal(io.read_tensor_file(tmp_path / "legacy.pt"), x) and calls == [False]
 
 
 def test_tensor_sequence_is_a_copy_of_one_sequence(tmp_path):
