@@ -594,7 +594,7 @@ def test_dataset_items_are_indexed(tmp_path):
     torch.save(x, tmp_path / "x.pt")
     dataset = io.SequenceDataset(io.discover_sequences(tmp_path / "x.pt"))
     # a fresh forkserver worker, as iter_prepared uses (a forked one can inherit PyAV state and hang)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, collate_fn=io._keep,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, collate_fn=io.dataset._keep,
                                          multiprocessing_context="forkserver")
     items = list(loader)
     assert [i for i, _ in items] == [0, 1, 2]
