@@ -3,13 +3,16 @@
 1. Camera: OpenCV points (x right, y down, z forward) -> NDC x = (fx * -X) / Z, y = (fy * -Y) / Z, z := Z.
 2. Pixel (i, j) samples NDC ((W-1-2j)/S, (H-1-2i)/S), S = min(H, W), by PyTorch3D's float32 recipe.
 3. A point hits a pixel iff z >= 0 and dx*dx + dy*dy < r*r in NDC (isotropic, float32, strict).
-4. Each pixel keeps the K hits with smallest (z, packed index) ascending; idx/zbuf/dists are -1 when empty.
+4. Each pixel keeps the K hits with smallest z ascending; exactly equal z follow PyTorch3D's CUDA kernel
+   (what MEt3R runs; :mod:`met3r_metrics.raster_ties`), or its CPU kernel's (z, packed index) on request.
+   idx/zbuf/dists are -1 when empty.
 5. Composite front to back: sum_k T_k a_k f_k, a_k = 1 - d_k / r^2, T_{k+1} = T_k (1 - a_k); background where no hit.
 
 The rasterizer splats forward: every point visits only the pixel window its disc can reach, and the K nearest
 per pixel are selected by one sort of (pixel, depth) keys, so the cost grows with points x footprint rather
-than points x pixels. On CPU in float32 all outputs equal PyTorch3D's CPU kernels bit for bit
-(``tests/test_render_golden.py``). Semantics: ``../shared/spec/pytorch3d_points.md``.
+than points x pixels. In float32 all outputs equal PyTorch3D's CPU kernels bit for bit with
+``tie_rule="cpu"`` (``tests/test_render_golden.py``), and its CUDA kernel's slots with the default
+(measured on an H100, ``benchmarks/official_parity.py``). Semantics: ``../shared/spec/pytorch3d_points.md``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import math
 from typing import Any, NamedTuple
 
 import torch
+
+from .raster_ties import check_tie_rule, cuda_queue_order, needs_cuda_order
 
 __all__ = [
     "project_points",
@@ -124,8 +129,9 @@ def rasterize_points(
     *,
     chunk_size: int | None = None,
     dense: bool | None = None,
+    tie_rule: str = "cuda",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward-splatting rasterizer equal to PyTorch3D's naive ``rasterize_points`` (bin_size=0, CPU rules).
+    """Forward-splatting rasterizer equal to PyTorch3D's naive ``rasterize_points`` (bin_size=0).
 
     Args:
         ndc: (B, N, 3) projected points (x_ndc, y_ndc, z) from :func:`project_points`; cloud b only
@@ -139,56 +145,110 @@ def rasterize_points(
         dense: test every point's whole window in one pass without compaction (no host sync; same slots,
             bit for bit) when all points x window cells fit in ``chunk_size``. Default: on accelerators
             (:data:`DENSE_ON_ACCELERATORS`), off on CPU.
+        tie_rule: which of PyTorch3D's kernels decides between exactly equal depths (see
+            :mod:`met3r_metrics.raster_ties`): ``"cuda"`` (default: the naive CUDA kernel MEt3R runs) or
+            ``"cpu"`` (the CPU kernel: ties go to the lower packed index). They differ only on pixels with
+            more than K hits and an exact z tie among the K + 1 nearest.
 
     Returns:
         idx (B, H, W, K) int64 packed indices b * N + n, zbuf (B, H, W, K) depth, dists (B, H, W, K)
-        squared NDC distance; slots sorted by ascending (z, packed index), -1 in all three where empty.
+        squared NDC distance; slots sorted by ascending z (equal z: ``tie_rule``), -1 in all three where empty.
         zbuf and dists are differentiable with respect to ``ndc`` (like PyTorch3D); idx is not.
 
     Cost: O(points x window) hit tests, window = (floor(r*S + 0.02) + 1)^2 pixels (9 at S=256, r=0.01),
     plus a sort of the hits. Memory is bounded by ``chunk_size`` whatever the radius: pending hits are
     merged down to K per pixel whenever they exceed it.
 
-    Host syncs: none on the dense path. Otherwise one to count the points whose disc can touch the image
-    (sizes the chunk loop), one per chunk to compact its hits, and one per intermediate merge when the hits
-    exceed ``chunk_size``.
+    Host syncs: none on the dense path with ``tie_rule="cpu"``; the CUDA rule adds one (are there pixels with
+    a tie?) and, where there are, a few more to replay them. Otherwise one to count the points whose disc
+    can touch the image (sizes the chunk loop), one per chunk to compact its hits, and one per intermediate
+    merge when the hits exceed ``chunk_size``.
     """
     H, W = _check_size(image_size)
     B, N, _ = _check_ndc(ndc)
     K = _check_k(points_per_pixel)
     if radius <= 0:
         raise ValueError(f"radius must be positive, got {radius}")
+    check_tie_rule(tie_rule)
     device = ndc.device
     if chunk_size is None:
         chunk_size = _DEFAULT_CHUNK if device.type == "cpu" else _ACCEL_CHUNK
-    S = min(H, W)
     if N == 0:
         empty = torch.full((B, H, W, K), -1, dtype=torch.int64, device=device)
         return empty, empty.to(ndc.dtype), empty.to(ndc.dtype)
-    y_of_row, x_of_col, r2 = _grid_constants(H, W, float(radius), ndc.dtype, device)
-
+    # the CUDA rule needs the K + 1 nearest (CPU rule) to see a tie at the K-th slot
+    kk = K + 1 if tie_rule == "cuda" else K
     with torch.no_grad():
-        pts = ndc.detach().reshape(B * N, 3)
-        x, y, z = pts.unbind(-1)
-        # Continuous (col, row) of each point; used only to place its candidate window.
-        half = radius * S / 2.0
-        col_c = (W - 1 - S * x) * 0.5
-        row_c = (H - 1 - S * y) * 0.5
-        # Points whose disc cannot reach any pixel centre are dropped up front (also z < 0, NaN, inf:
-        # comparisons with NaN are False).
-        reach = half + 1.0
-        touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
-
-        nx, ny = _window(radius, H, W)
-        g = _Raster(
-            x, y, z, touches, col_c, row_c, half, nx, ny, torch.arange(nx, device=device), torch.arange(ny, device=device),
-            y_of_row, x_of_col, r2, B, N, H, W, K,
-            torch.int32 if B * H * W < 1 << 31 else torch.int64,  # int32 sorts several times faster
-        )
+        g = _make_raster(ndc, H, W, float(radius), kk)
         if dense is None:
             dense = device.type != "cpu" and DENSE_ON_ACCELERATORS
-        idx_flat = _dense_slots(g) if dense and B * N * nx * ny <= chunk_size else _chunked_slots(g, chunk_size)
-    return _gather_outputs(ndc, idx_flat, (B, H, W, K), y_of_row, x_of_col)
+        idx_flat = _dense_slots(g) if dense and B * N * g.nx * g.ny <= chunk_size else _chunked_slots(g, chunk_size)
+        idx4 = idx_flat.view(B, H, W, kk)
+        if tie_rule == "cuda":
+            idx4 = _apply_cuda_tie_rule(ndc, idx4, (H, W), float(radius), K, chunk_size)[0]
+    return _gather_outputs(ndc, idx4.reshape(-1), (B, H, W, K), g.y_of_row, g.x_of_col)
+
+
+def _make_raster(ndc: torch.Tensor, H: int, W: int, radius: float, K: int) -> _Raster:
+    """The hit test's inputs for (B, N, 3) ``ndc`` (no autograd): window centres, culling, constants."""
+    B, N, _ = ndc.shape
+    device = ndc.device
+    S = min(H, W)
+    y_of_row, x_of_col, r2 = _grid_constants(H, W, radius, ndc.dtype, device)
+    pts = ndc.detach().reshape(B * N, 3)
+    x, y, z = pts.unbind(-1)
+    # Continuous (col, row) of each point; used only to place its candidate window.
+    half = radius * S / 2.0
+    col_c = (W - 1 - S * x) * 0.5
+    row_c = (H - 1 - S * y) * 0.5
+    # Points whose disc cannot reach any pixel centre are dropped up front (also z < 0, NaN, inf:
+    # comparisons with NaN are False).
+    reach = half + 1.0
+    touches = (z >= 0) & (col_c > -reach) & (col_c < W - 1 + reach) & (row_c > -reach) & (row_c < H - 1 + reach)
+    nx, ny = _window(radius, H, W)
+    return _Raster(
+        x, y, z, touches, col_c, row_c, half, nx, ny, torch.arange(nx, device=device), torch.arange(ny, device=device),
+        y_of_row, x_of_col, r2, B, N, H, W, K,
+        torch.int32 if B * H * W < 1 << 31 else torch.int64,  # int32 sorts several times faster
+    )
+
+
+def _apply_cuda_tie_rule(
+    ndc: torch.Tensor, idx: torch.Tensor, image_size: tuple[int, int], radius: float, K: int, chunk_size: int
+) -> tuple[torch.Tensor, bool]:
+    """(B, H, W, K + 1) CPU-rule slots -> ((B, H, W, K) CUDA-rule slots, whether any pixel changed).
+
+    Only pixels flagged by :func:`~met3r_metrics.raster_ties.needs_cuda_order` are replayed: every hit of
+    theirs is found again (the chunked pass's window test, restricted to them) and fed to the kernel's
+    array in ascending packed index. Host syncs: one to ask whether any pixel is flagged, a few more if so.
+    """
+    B, H, W, _ = idx.shape
+    z_all = ndc.detach().reshape(-1, 3)[:, 2]
+    valid = idx >= 0
+    zbuf = torch.where(valid, z_all.index_select(0, idx.clamp(min=0).reshape(-1)).view(idx.shape), -1.0)
+    flag = needs_cuda_order(zbuf, K)
+    out = idx[..., :K].contiguous()
+    if not bool(flag.any()):  # host sync
+        return out, False
+    with torch.no_grad():
+        pix_rows = flag.view(-1).nonzero().squeeze(1)  # ascending packed pixels
+        lookup = torch.full((B * H * W,), -1, dtype=torch.int64, device=idx.device)
+        lookup[pix_rows] = torch.arange(pix_rows.numel(), device=idx.device)
+        g = _make_raster(ndc, H, W, radius, K)
+        cand = g.touches.nonzero().squeeze(1)
+        cells = g.nx * g.ny
+        rows, ids = [], []
+        for start in range(0, cand.numel(), max(1, chunk_size // cells)):
+            p = cand[start : start + max(1, chunk_size // cells)]
+            d2, pix = _cells(g, p, g.col_c.index_select(0, p), g.row_c.index_select(0, p))
+            row = lookup.index_select(0, pix)
+            sel = ((d2.view(-1) < g.r2) & (row >= 0)).nonzero().squeeze(1)
+            rows.append(row.index_select(0, sel))
+            ids.append(p.index_select(0, sel // cells))
+        cand_idx = torch.cat(ids)
+        replay = cuda_queue_order(torch.cat(rows), cand_idx, z_all.index_select(0, cand_idx), pix_rows.numel(), K)
+        out.view(-1, K).index_copy_(0, pix_rows, replay)
+    return out, True
 
 
 class _Raster(NamedTuple):
@@ -440,6 +500,7 @@ def splat(
     background: float = -10000.0,
     *,
     principal_point: torch.Tensor | None = None,
+    tie_rule: str = "cuda",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """MEt3R's render: project with view 1's camera, rasterize, alpha-composite.
 
@@ -450,37 +511,50 @@ def splat(
         image_size: (H, W) of the render.
         radius, points_per_pixel, background: MEt3R's 0.01, 10, -10000.
         principal_point: optional (B, 2) NDC principal point (see :func:`project_points`); None: MEt3R's (0, 0).
+        tie_rule: exact-depth ties as PyTorch3D's ``"cuda"`` (default, what MEt3R runs) or ``"cpu"`` kernel
+            (see :func:`rasterize_points`).
 
     Returns:
         images (B, C, H, W) (channels-last storage, see :func:`alpha_composite`) and coverage (B, H, W)
         bool, True where at least one point hit (MEt3R's overlap mask is coverage of both clouds).
     """
     ndc = project_points(points, focal_ndc, image_size, principal_point)
-    idx, dists = _rasterize_for_splat(ndc, image_size, radius, points_per_pixel)
+    idx, dists = _rasterize_for_splat(ndc, image_size, radius, points_per_pixel, tie_rule=tie_rule)
     images = alpha_composite(idx, dists, features, radius, background)
     return images, idx[..., 0] >= 0
 
 
 def _rasterize_for_splat(
-    ndc: torch.Tensor, image_size: tuple[int, int], radius: float, points_per_pixel: int, graphs: Any = None
+    ndc: torch.Tensor, image_size: tuple[int, int], radius: float, points_per_pixel: int, graphs: Any = None,
+    tie_rule: str = "cuda",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(idx, dists) of :func:`rasterize_points`, replayed from a CUDA graph when its dense pass applies
-    (no host sync to capture; the same kernels, so the same slots). ``graphs``: a
-    :class:`~met3r_metrics.cuda_graphs.GraphCache` to use instead of this module's (tests)."""
+    (no host sync to capture; the same kernels, so the same slots; the CUDA tie rule's replay runs after
+    the graph, outside it). ``graphs``: a :class:`~met3r_metrics.cuda_graphs.GraphCache` to use instead of
+    this module's (tests)."""
     H, W = _check_size(image_size)
     B, N, _ = _check_ndc(ndc)
+    K = _check_k(points_per_pixel)
+    check_tie_rule(tie_rule)
     nx, ny = _window(radius, H, W)
     use = graphs is not None or (ndc.is_cuda and DENSE_ON_ACCELERATORS)
     if not (use and 0 < B * N * nx * ny <= _ACCEL_CHUNK):
-        idx, _, dists = rasterize_points(ndc, image_size, radius, points_per_pixel)
+        idx, _, dists = rasterize_points(ndc, image_size, radius, K, tie_rule=tie_rule)
         return idx, dists
+    kk = K + 1 if tie_rule == "cuda" else K
 
     def run(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, _, dists = rasterize_points(t, (H, W), radius, points_per_pixel, dense=True, chunk_size=_ACCEL_CHUNK)
+        idx, _, dists = rasterize_points(t, (H, W), radius, kk, dense=True, chunk_size=_ACCEL_CHUNK, tie_rule="cpu")
         return idx, dists
 
     cache = graphs if graphs is not None else _raster_graphs()
-    idx, dists = cache.run("rasterize", run, ndc, static=(H, W, float(radius), int(points_per_pixel)))
+    idx, dists = cache.run("rasterize", run, ndc, static=(H, W, float(radius), kk))
+    if tie_rule == "cuda":
+        idx, changed = _apply_cuda_tie_rule(ndc, idx, (H, W), float(radius), K, _ACCEL_CHUNK)
+        if changed:
+            y_of_row, x_of_col, _ = _grid_constants(H, W, float(radius), ndc.dtype, ndc.device)
+            return idx, _gather_outputs(ndc, idx.reshape(-1), (B, H, W, K), y_of_row, x_of_col)[2]
+        dists = dists[..., :K].contiguous()
     return idx, dists
 
 

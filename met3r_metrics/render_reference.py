@@ -1,7 +1,8 @@
 """Reference rasterizer for tests and benchmarks: every pixel tests every point (not used by the metric).
 
 :func:`naive_rasterize_points` is PyTorch3D's ``bin_size=0`` algorithm written as plainly as possible, cost
-Theta(B * H * W * N). The metric's rasterizer (:func:`met3r_metrics.render.rasterize_points`) is tested
+Theta(B * H * W * N), with the CPU kernel's tie rule; :func:`cuda_kernel_rasterize_points` is its CUDA
+kernel's per-pixel loop, statement by statement in Python (slow: small images only). The metric's rasterizer (:func:`met3r_metrics.render.rasterize_points`) is tested
 against it on random inputs and against PyTorch3D's own outputs on the goldens; the benchmarks use it as
 the all-pairs baseline.
 """
@@ -12,7 +13,7 @@ import torch
 
 from .render import _check_k, _check_ndc, _check_size, _radius_sq, pixel_centers_ndc
 
-__all__ = ["naive_rasterize_points"]
+__all__ = ["naive_rasterize_points", "cuda_kernel_rasterize_points"]
 
 
 def naive_rasterize_points(
@@ -66,3 +67,54 @@ def naive_rasterize_points(
         dist_out[:, pix, :kk] = torch.where(ok, sel_d2, -1.0)
     shape = (B, H, W, K)
     return idx_out.view(shape), zbuf_out.view(shape), dist_out.view(shape)
+
+
+def cuda_kernel_rasterize_points(
+    ndc: torch.Tensor, image_size: tuple[int, int], radius: float = 0.01, points_per_pixel: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PyTorch3D's naive CUDA kernel (``RasterizePointsNaiveCudaKernel`` + ``CheckPixelInsidePoint`` +
+    ``BubbleSort``), one pixel at a time in plain Python: the reference for the CUDA tie rule.
+
+    Same arguments and outputs as :func:`naive_rasterize_points` (idx, zbuf, dists; -1 where empty); the
+    hit test's arithmetic is the same, only the selection and order of exactly equal depths differ. Cost
+    Theta(B * H * W * N) tensor work plus a Python step per hit: small images only.
+    """
+    H, W = _check_size(image_size)
+    B, N, _ = _check_ndc(ndc)
+    K = _check_k(points_per_pixel)
+    y_of_row, x_of_col = pixel_centers_ndc((H, W), ndc.dtype, ndc.device)
+    r2 = _radius_sq(radius, ndc.dtype, ndc.device)
+    idx_out = torch.full((B, H, W, K), -1, dtype=torch.int64)
+    zbuf_out = torch.full((B, H, W, K), -1.0, dtype=ndc.dtype)
+    dist_out = torch.full((B, H, W, K), -1.0, dtype=ndc.dtype)
+    for b in range(B):
+        x, y, z = ndc[b].detach().cpu().unbind(-1)
+        for row in range(H):
+            for col in range(W):
+                dx, dy = x - x_of_col[col].cpu(), y - y_of_row[row].cpu()
+                d2 = dx * dx + dy * dy
+                hits = ((~(z < 0)) & (d2 < r2.cpu())).nonzero().squeeze(1).tolist()  # ascending index
+                q: list[int] = []  # point indices: the kernel's unsorted array
+                q_max_z, q_max_idx = -1000.0, -1
+                for p in hits:
+                    pz = float(z[p])
+                    if len(q) < K:
+                        q.append(p)
+                        if pz > q_max_z:
+                            q_max_z, q_max_idx = pz, len(q) - 1
+                    elif pz < q_max_z:
+                        q[q_max_idx] = p
+                        q_max_z = pz
+                        for i in range(K):
+                            if float(z[q[i]]) > q_max_z:
+                                q_max_z, q_max_idx = float(z[q[i]]), i
+                for i in range(len(q) - 1):  # bubble sort on z alone
+                    for j in range(len(q) - i - 1):
+                        if float(z[q[j + 1]]) < float(z[q[j]]):
+                            q[j], q[j + 1] = q[j + 1], q[j]
+                for k, p in enumerate(q):
+                    idx_out[b, row, col, k] = b * N + p
+                    zbuf_out[b, row, col, k] = z[p]
+                    dist_out[b, row, col, k] = d2[p]
+    dev = ndc.device
+    return idx_out.to(dev), zbuf_out.to(dev), dist_out.to(dev)

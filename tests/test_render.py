@@ -13,7 +13,7 @@ from met3r_metrics.render import (
     rasterize_points,
     splat,
 )
-from met3r_metrics.render_reference import naive_rasterize_points
+from met3r_metrics.render_reference import cuda_kernel_rasterize_points, naive_rasterize_points
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -77,24 +77,31 @@ CONFIGS = [
 def test_splatter_equals_all_pairs_reference(B: int, N: int, H: int, W: int, radius: float, K: int) -> None:
     gen = torch.Generator().manual_seed(B * 1000 + N + H * 7 + W)
     ndc = _hard_points(gen, B, N, H, W, radius)
+    # CPU tie rule against the all-pairs reference
     ref = naive_rasterize_points(ndc, (H, W), radius, K)
-    _assert_same(rasterize_points(ndc, (H, W), radius, K), ref)
+    _assert_same(rasterize_points(ndc, (H, W), radius, K, tie_rule="cpu"), ref)
     # Tiny chunks exercise the chunk loop and the intermediate top-K merges.
-    _assert_same(rasterize_points(ndc, (H, W), radius, K, chunk_size=37), ref)
+    _assert_same(rasterize_points(ndc, (H, W), radius, K, chunk_size=37, tie_rule="cpu"), ref)
     _assert_same(naive_rasterize_points(ndc, (H, W), radius, K, chunk_size=100), ref)
     # The sync-free dense pass (the accelerator default) gives the same slots, bit for bit.
-    _assert_same(rasterize_points(ndc, (H, W), radius, K, dense=True), ref)
+    _assert_same(rasterize_points(ndc, (H, W), radius, K, dense=True, tie_rule="cpu"), ref)
+    # The default CUDA tie rule against the CUDA kernel's loop, on every path
+    cuda_ref = cuda_kernel_rasterize_points(ndc, (H, W), radius, K)
+    for kw in ({}, {"chunk_size": 37}, {"dense": True}):
+        _assert_same(rasterize_points(ndc, (H, W), radius, K, **kw), cuda_ref)
 
 
 def test_float64_path_equals_reference() -> None:
     gen = torch.Generator().manual_seed(3)
     ndc = _hard_points(gen, 2, 300, 12, 17, 0.15, dtype=torch.float64)
     ref = naive_rasterize_points(ndc, (12, 17), 0.15, 5)
-    out = rasterize_points(ndc, (12, 17), 0.15, 5, chunk_size=64)
+    out = rasterize_points(ndc, (12, 17), 0.15, 5, chunk_size=64, tie_rule="cpu")
     for x, y in zip(out, ref):
         assert torch.equal(x, y)
     assert out[2].dtype == torch.float64
-    for x, y in zip(rasterize_points(ndc, (12, 17), 0.15, 5, dense=True), ref):
+    for x, y in zip(rasterize_points(ndc, (12, 17), 0.15, 5, dense=True, tie_rule="cpu"), ref):
+        assert torch.equal(x, y)
+    for x, y in zip(rasterize_points(ndc, (12, 17), 0.15, 5), cuda_kernel_rasterize_points(ndc, (12, 17), 0.15, 5)):
         assert torch.equal(x, y)
 
 
@@ -103,7 +110,7 @@ def test_dense_pass_only_when_it_fits_and_keeps_gradients() -> None:
     gen = torch.Generator().manual_seed(11)
     ndc = _hard_points(gen, 2, 300, 16, 16, 0.1)
     ref = naive_rasterize_points(ndc, (16, 16), 0.1, 10)
-    _assert_same(rasterize_points(ndc, (16, 16), 0.1, 10, dense=True, chunk_size=50), ref)  # too small: chunked
+    _assert_same(rasterize_points(ndc, (16, 16), 0.1, 10, dense=True, chunk_size=50, tie_rule="cpu"), ref)  # chunked
     leaf = ndc.clone().nan_to_num_(0.0, 0.0, 0.0).requires_grad_(True)
     _, zbuf, dists = rasterize_points(leaf, (16, 16), 0.1, 10, dense=True)
     (zbuf.clamp(min=0).sum() + dists.clamp(min=0).sum()).backward()
