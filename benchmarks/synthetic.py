@@ -56,13 +56,13 @@ def build_scorer(variant: str, stereo: nn.Module, feats: nn.Module, synthetic: b
 _GEO_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
-def smooth_surface_pair(n: int, h: int, w: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def smooth_surface_pair(n: int, h: int, w: int, device: torch.device, yaw_deg: float = 4.0) -> tuple[Tensor, Tensor]:
     """(pts3d (n, 2, h, w, 3), conf (n, 2, h, w)): view 1's surface and view 2's, both in view 1's frame.
 
-    Focal w (pixels), depth 2 + 0.3 sin/cos bumps; view 2 = R_y(4 deg) X + (0.1, 0.01, 0.05).
+    Focal w (pixels), depth 2 + 0.3 sin/cos bumps; view 2 = R_y(yaw_deg, default 4) X + (0.1, 0.01, 0.05).
     Cached per shape so the benchmark does not time its own input generation.
     """
-    key = (n, h, w, str(device))
+    key = (n, h, w, str(device), float(yaw_deg))
     if key in _GEO_CACHE:
         return _GEO_CACHE[key]
     f = float(w)
@@ -73,7 +73,7 @@ def smooth_surface_pair(n: int, h: int, w: int, device: torch.device) -> tuple[T
         return 2 + 0.3 * torch.sin(xs / w * 6.0 + phase) * torch.cos(ys / h * 4.0 - phase)
 
     x1 = ray * depth(0.0)[..., None]
-    a = math.radians(4.0)
+    a = math.radians(yaw_deg)
     rot = torch.tensor([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]], device=device)
     x2 = (ray * depth(0.3)[..., None]) @ rot.T + torch.tensor([0.1, 0.01, 0.05], device=device)
     pts = torch.stack((x1, x2)).unsqueeze(0).expand(n, 2, h, w, 3).contiguous()
