@@ -8,6 +8,10 @@ Conventions (checked on construction, every error names the argument):
   the images as they are passed (H, W). **Pixel centres are at integer coordinates**: pixel (row, col)
   is (u, v) = (col, row), so the top-left pixel's centre is (0, 0) and an ideal centred camera has
   ``cx = (W - 1) / 2``. Intrinsics with centres at +0.5 (COLMAP, NeRF) need ``cx - 0.5, cy - 0.5``.
+  Intrinsics normalized by the image size (RealEstate10K / pixelSplat: ``fx = 1.25``, ``cx = 0.5``) are
+  accepted with ``intrinsics_units="normalized"`` (``fx * W``, ``fy * H``, ``cx * W - 0.5``, ``cy * H - 0.5``:
+  their centres are at +0.5 of a unit image); given as pixels (the default) they are refused, since
+  ``fx, fy, |cx|, |cy| <= 2`` on an image of 16 pixels or more is not a pixel camera.
 * ``depth`` is the z coordinate in the view's camera frame (not the distance along the ray), > 0.
 * ``valid`` (B, V, H, W) bool marks the pixels with geometry; the others are not splatted (their
   values are not checked either: 0, NaN or inf are all fine there).
@@ -28,6 +32,12 @@ __all__ = ["KnownGeometry"]
 
 # Rotation check: R^T R = I and det R = 1 to this tolerance (float32 poses are orthonormal to ~1e-6).
 _ROTATION_TOL = 1e-4
+#: ``intrinsics_units`` of from_depth / from_points.
+INTRINSICS_UNITS = ("pixels", "normalized")
+# Pixel intrinsics whose focal lengths and principal point are all within this many pixels of 0, on an image of
+# at least _NORMALIZED_MIN_SIDE pixels, are normalized ones passed as pixels (a 2-px focal length is a ~150 deg view).
+_NORMALIZED_MAX = 2.0
+_NORMALIZED_MIN_SIDE = 16
 # Where invalid pixels go: behind the camera, so the rasterizer culls them (it draws z >= 0 only).
 _BEHIND = (0.0, 0.0, -1.0)
 
@@ -67,8 +77,12 @@ def _per_view_matrices(name: str, x: object, n: int, ref_name: str, ref: Tensor)
     return t
 
 
-def _check_intrinsics(intrinsics: Tensor, ref_name: str, ref: Tensor) -> Tensor:
+def _check_intrinsics(intrinsics: Tensor, ref_name: str, ref: Tensor, units: str = "pixels") -> Tensor:
+    """Checked (B, V, 3, 3) float64 pixel intrinsics; ``units="normalized"`` ones are converted to pixels first."""
+    if units not in INTRINSICS_UNITS:
+        raise _fail("intrinsics_units", f"one of {INTRINSICS_UNITS}", repr(units))
     k = _per_view_matrices("intrinsics", intrinsics, 3, ref_name, ref)
+    h, w = ref.shape[2], ref.shape[3]
     zero = torch.stack((k[..., 0, 1], k[..., 1, 0], k[..., 2, 0], k[..., 2, 1], k[..., 2, 2] - 1), -1)
     bad = (zero != 0).any(-1)
     if bool(bad.any()):
@@ -80,6 +94,23 @@ def _check_intrinsics(intrinsics: Tensor, ref_name: str, ref: Tensor) -> Tensor:
     if bool(bad.any()):
         at = bad.nonzero()[0]
         raise _fail("intrinsics", "focal lengths fx, fy > 0 (pixels)", f"(fx, fy) = {f[tuple(at)].tolist()} at {_where(at, 'bv')}")
+    if units == "normalized":
+        k = k.clone()
+        k[..., 0, 0] *= w
+        k[..., 1, 1] *= h
+        k[..., 0, 2] = k[..., 0, 2] * w - 0.5  # normalized centres sit at +0.5 (u = (col + 0.5) / W)
+        k[..., 1, 2] = k[..., 1, 2] * h - 0.5
+        return k
+    entries = torch.stack((k[..., 0, 0], k[..., 1, 1], k[..., 0, 2].abs(), k[..., 1, 2].abs()), -1)
+    small = (entries <= _NORMALIZED_MAX).all(-1)
+    if min(h, w) >= _NORMALIZED_MIN_SIDE and bool(small.any()):
+        at = small.nonzero()[0]
+        fx, fy, cx, cy = (round(float(x), 6) for x in entries[tuple(at)])
+        raise _fail("intrinsics", f"pixel intrinsics for {h}x{w} images (fx, fy in pixels, an ideal centred camera "
+                    f"has cx = (W - 1) / 2 = {(w - 1) / 2:g}, cy = {(h - 1) / 2:g})",
+                    f"fx={fx:g}, fy={fy:g}, cx={k[tuple(at)][0, 2].item():g}, cy={k[tuple(at)][1, 2].item():g} at "
+                    f"{_where(at, 'bv')}: these look normalized by the image size (the RealEstate10K / pixelSplat "
+                    "convention): pass intrinsics_units='normalized' (met3r-eval: data.intrinsics=normalized)")
     return k
 
 
@@ -149,7 +180,8 @@ class KnownGeometry:
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def from_depth(
-        cls, depth: Tensor, intrinsics: Tensor, cam_to_world: Tensor, valid: Tensor | None = None
+        cls, depth: Tensor, intrinsics: Tensor, cam_to_world: Tensor, valid: Tensor | None = None, *,
+        intrinsics_units: str = "pixels",
     ) -> "KnownGeometry":
         """Geometry from per-view depth maps.
 
@@ -159,11 +191,13 @@ class KnownGeometry:
             intrinsics: (B, V, 3, 3) pixel intrinsics (integer pixel centres, see the module docstring).
             cam_to_world: (B, V, 4, 4) OpenCV camera-to-world poses.
             valid: optional (B, V, H, W) bool; default every pixel.
+            intrinsics_units: ``"pixels"`` (default) or ``"normalized"`` (by the image size: RealEstate10K /
+                pixelSplat); see the module docstring. Normalized ones passed as pixels are refused.
 
         The camera-frame point of pixel (row, col) is ``depth * ((col - cx) / fx, (row - cy) / fy, 1)``.
         """
         d = _check_tensor("depth", depth, "(B, V, H, W)", 4)
-        k = _check_intrinsics(intrinsics, "depth", d)
+        k = _check_intrinsics(intrinsics, "depth", d, intrinsics_units)
         t = _check_poses(cam_to_world, "depth", d)
         ok = _check_valid(valid, "depth", d)
         d = d.detach().double()
@@ -183,7 +217,8 @@ class KnownGeometry:
 
     @classmethod
     def from_points(
-        cls, points: Tensor, intrinsics: Tensor, cam_to_world: Tensor, valid: Tensor | None = None
+        cls, points: Tensor, intrinsics: Tensor, cam_to_world: Tensor, valid: Tensor | None = None, *,
+        intrinsics_units: str = "pixels",
     ) -> "KnownGeometry":
         """Geometry from per-pixel world points.
 
@@ -193,9 +228,10 @@ class KnownGeometry:
             intrinsics: (B, V, 3, 3) pixel intrinsics of each view (used when the view is rendered into).
             cam_to_world: (B, V, 4, 4) OpenCV camera-to-world poses.
             valid: optional (B, V, H, W) bool; default every pixel.
+            intrinsics_units: ``"pixels"`` (default) or ``"normalized"``, as in :meth:`from_depth`.
         """
         p = _check_tensor("points", points, "(B, V, H, W, 3)", 5, (3,))
-        k = _check_intrinsics(intrinsics, "points", p)
+        k = _check_intrinsics(intrinsics, "points", p, intrinsics_units)
         t = _check_poses(cam_to_world, "points", p)
         ok = _check_valid(valid, "points", p)
         p = p.detach()

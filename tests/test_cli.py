@@ -106,7 +106,8 @@ def test_outputs_of_a_folder_run(single_run: Path):
     with open(out / "pairs.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 10 + 2 + 3 + 4
-    assert set(rows[0]) == {"sequence", "i", "j", "score", "overlap"}
+    assert set(rows[0]) == {"sequence", "i", "j", "score", "overlap", "frame_i", "frame_j"}
+    assert [(r["frame_i"], r["frame_j"]) for r in rows if r["sequence"] == "seq_a"][:2] == [("0", "1"), ("1", "2")]
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_sequences"] == NUM_OK and summary["num_errors"] == 2 and summary["num_pairs"] == 19
@@ -223,7 +224,7 @@ def test_console_script_main_job_line(tiny, tmp_path):
     (out,) = (tmp_path / "met3r_results").glob("one_sequence_official_*")  # default: data name, variant, digest
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_sequences"] == 1 and summary["num_pairs"] == 2
-    assert "MEt3R (official) =" in done.stdout
+    assert "MEt3R (official, cosine, lower is better) =" in done.stdout
 
 
 def test_config_groups_and_overrides():

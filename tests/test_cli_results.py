@@ -57,8 +57,8 @@ def test_summary_statistics():
     assert 0.2 <= lo < 0.3 < hi <= 0.4 and "bootstrap" in s["ci95_method"]
     json.dumps(s)  # plain JSON
     csv = res.pairs_csv_text(recs)
-    assert csv.splitlines()[0] == "sequence,i,j,score,overlap"
-    assert "b,1,2,nan,0.5" in csv and len(csv.splitlines()) == 1 + 6
+    assert csv.splitlines()[0] == "sequence,i,j,score,overlap,frame_i,frame_j"
+    assert "b,1,2,nan,0.5,," in csv and len(csv.splitlines()) == 1 + 6
 
 
 def test_ci_respects_the_range_and_is_reproducible():

@@ -80,6 +80,7 @@ class DataConfig:
     # null | a per-sequence .npz of known cameras (depth, intrinsics, cam_to_world [, valid]) beside each sequence:
     # a name pattern with {name} / {stem} of the sequence, relative to the folder holding it, e.g. '{name}.npz'
     geometry: Optional[str] = None
+    intrinsics: str = "pixels"  # units of the geometry files' intrinsics: pixels | normalized (by the image size)
 
 
 @dataclass
@@ -215,6 +216,11 @@ def validate(conf: dict[str, Any]) -> Settings:
 def _geometry_settings(data: dict[str, Any], settings: Settings) -> Settings:
     """``data.geometry`` set: the settings record given geometry (so a network-geometry result is never
     resumed or reused for it: the output dir's digest and settings.json differ)."""
+    from met3r_metrics.known_geometry import INTRINSICS_UNITS
+
+    if data.get("intrinsics", "pixels") not in INTRINSICS_UNITS:
+        raise _err("data.intrinsics", f"one of {INTRINSICS_UNITS} (the units of the geometry files' intrinsics)",
+                   data.get("intrinsics"))
     pattern = data.get("geometry")
     if pattern is None:
         if settings.geometry == "given":

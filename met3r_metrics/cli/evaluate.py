@@ -41,6 +41,8 @@ from met3r_metrics import io as mio
 from met3r_metrics.cli import config as mconf
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
+from met3r_metrics.cli.output_dir import prepare_output_dir
+from met3r_metrics.cli.partial import PARTIAL_DIR, SequenceCheckpoint, partial_path
 from met3r_metrics.cli.scoring import finite_mean, score_sequence
 from met3r_metrics.settings import Settings
 
@@ -54,7 +56,7 @@ AGGREGATION = "mean over sequences of per-sequence mean over pairs"
 _MEMORY_KNOBS = ("batch_size",)
 #: data settings that change the numbers (data.fingerprint only decides how changed inputs are noticed)
 _DATA_KEYS = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter",
-              "geometry")
+              "geometry", "intrinsics")
 
 
 def _package_version() -> str:
@@ -76,38 +78,54 @@ def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _fingerprint(settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
-    """What the numbers depend on: the metric's settings (minus memory knobs), the data settings, decoders."""
+def _fingerprint(settings: Settings, data: dict[str, Any], weights: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the numbers depend on: the metric's settings (minus memory knobs), the weights the networks
+    loaded (their content digests), the data settings, decoders."""
     metric = {k: v for k, v in settings.to_dict().items() if k not in _MEMORY_KNOBS}
     metric["overrides"] = [k for k in metric["overrides"] if k not in _MEMORY_KNOBS]
-    return {"settings": metric, "aggregation": AGGREGATION, "data": {**_data_settings(data), "decoders": mio.decoder_versions()}}
+    return {"settings": metric, "weights": dict(weights or {}), "aggregation": AGGREGATION,
+            "data": {**_data_settings(data), "decoders": mio.decoder_versions()}}
 
 
-def default_output_dir(settings: Settings, data: dict[str, Any]) -> Path:
+def weights_identity(scorer: Any) -> dict[str, str]:
+    """``{network: SHA-256 of its state dict}`` for every network the scorer loaded (stereo, features,
+    lpips, flow: the scorer's child modules): see :mod:`met3r_metrics.weights.identity`."""
+    from met3r_metrics.weights.identity import network_digests
+
+    return network_digests(scorer.named_children())
+
+
+def default_output_dir(settings: Settings, data: dict[str, Any], weights: dict[str, str] | None = None) -> Path:
     """``met3r_results/<data name>_<variant>_<digest>``: the digest covers everything the numbers
-    depend on, so the same command resumes and different settings (a hydra multirun) never collide."""
+    depend on (settings, data settings, the weights' identity), so the same command resumes, different
+    settings (a hydra multirun) never collide, and changed weights start a new folder."""
     path = Path(str(data["path"])).expanduser().resolve()
-    key = json.dumps({"settings": settings.digest(exclude=_MEMORY_KNOBS), "data": _data_settings(data)}, sort_keys=True)
+    key = {"settings": settings.digest(exclude=_MEMORY_KNOBS), "data": _data_settings(data)}
+    if weights:
+        key["weights"] = dict(weights)
+    key = json.dumps(key, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     return Path("met3r_results") / f"{path.name or 'data'}_{settings.variant}_{digest}"
 
 
-def _check_settings(out_dir: Path, fingerprint: dict[str, Any], is_main: bool) -> None:
-    """Refuse to mix results computed with different settings in one output dir."""
+def _check_settings(out_dir: Path, fingerprint: dict[str, Any], is_main: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse to mix results computed with different settings in one output dir (``ignore``: top-level keys
+    left out of the comparison, e.g. the weights before the networks are built; nothing is written then)."""
     path = out_dir / "settings.json"
     text = json.dumps(fingerprint, indent=2, sort_keys=True, default=str)
     if path.exists():
-        old = json.loads(path.read_text())
-        new = json.loads(text)
+        old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
+        new = {k: v for k, v in json.loads(text).items() if k not in ignore}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             inner = [f"{k}.{f}" for k in diff if isinstance(old.get(k), dict) and isinstance(new.get(k), dict)
                      for f in sorted(set(old[k]) | set(new[k])) if old[k].get(f) != new[k].get(f)]
+            what = "other weights" if diff == ["weights"] else "different settings"
             raise SystemExit(
-                f"met3r-eval: {out_dir} holds results computed with different settings ({', '.join(inner or diff)} "
+                f"met3r-eval: {out_dir} holds results computed with {what} ({', '.join(inner or diff)} "
                 f"differ; see {path}). Use another output.dir, or output.overwrite=true to start over."
             )
-    elif is_main:
+    elif is_main and not ignore:
         res.atomic_write_text(path, text + "\n")
 
 
@@ -129,6 +147,8 @@ def _clear_results(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
     for path in out_dir.glob("sequences.rank*.jsonl"):
         path.unlink()
+    for path in (out_dir / PARTIAL_DIR).glob("*.jsonl"):
+        path.unlink()
 
 
 def _preparer(data: dict[str, Any], settings: Settings) -> Any:
@@ -141,6 +161,7 @@ def _preparer(data: dict[str, Any], settings: Settings) -> Any:
         # the settings' frame-size rule (RAFT needs 128 px and multiples of 8, the ViTs 16-px patches)
         multiple=settings.size_rule[1], height_multiple=settings.size_rule[0], min_side=settings.size_rule[2],
         fingerprint_mode=str(data["fingerprint"]), geometry=data.get("geometry"),
+        intrinsics_units=str(data.get("intrinsics", "pixels")),
     )
 
 
@@ -150,8 +171,14 @@ def _evaluate_sequence(
     settings: Settings,
     scorer: Any,
     pair_bar: Any,
+    checkpoint_key: dict[str, Any] | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """One prepared sequence -> its record (status ok), or raise (the caller records the error)."""
+    """One prepared sequence -> its record (status ok), or raise (the caller records the error).
+
+    With ``checkpoint_key`` (the run's settings fingerprint) each window of pairs is appended to the
+    sequence's partial file in ``out_dir`` as it is scored, and the windows of an interrupted run with the
+    same key (same settings, weights, frames and pairs) are taken from it instead of being scored again."""
     t0 = time.perf_counter()
     views = prepared.views  # (V, 3, H, W) float32 in [0, 1]
     pairs = settings.pairs(views.shape[0])
@@ -162,7 +189,17 @@ def _evaluate_sequence(
     if pair_bar is not None:
         pair_bar.reset(total=len(pairs))
         pair_bar.set_description(source.name[:30])
-    out = score_sequence(views, pairs, settings, scorer, normalize=True, progress=pair_bar, geometry=prepared.geometry)
+    checkpoint = done = None
+    if checkpoint_key is not None and out_dir is not None:
+        checkpoint = SequenceCheckpoint(out_dir, source.name, {"run": checkpoint_key, "inputs": prepared.record(),
+                                                               "frame_indices": prepared.frame_indices, "pairs": pairs})
+        done = checkpoint.load(len(pairs))
+        if checkpoint.stale:
+            log.info("%s: a partial result of other inputs, settings or weights was dropped", source.name)
+        elif done is not None:
+            log.info("%s: resuming after %d of %d pairs scored before", source.name, len(done.scores), len(pairs))
+    out = score_sequence(views, pairs, settings, scorer, normalize=True, progress=pair_bar, geometry=prepared.geometry,
+                         done=done, on_window=checkpoint.append if checkpoint is not None else None)
     nan_to_none = lambda v: v if math.isfinite(v) else None  # noqa: E731 - JSON has no NaN
     return {
         "sequence": source.name,
@@ -170,6 +207,7 @@ def _evaluate_sequence(
         "kind": source.kind,
         "path": source.path,
         "num_frames": int(views.shape[0]),
+        "frame_indices": list(prepared.frame_indices),  # stored frame numbers of the pairs' indices
         "height": int(views.shape[-2]),
         "width": int(views.shape[-1]),
         "score": finite_mean(out.scores),
@@ -290,22 +328,30 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
     t_start = time.time()
     data, runtime, output = conf["data"], conf["runtime"], conf["output"]
     info = mdist.setup(runtime["device"], runtime["backend"], float(runtime["dist_timeout_min"]))
-    if output.get("dir") is None:
-        output["dir"] = str(default_output_dir(settings, data))
-    out_dir = Path(str(output["dir"])).expanduser()
+    out_dir: Path | None = None
     try:
         try:
             sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"),
                                              value_range=str(data["value_range"]))
         except (OSError, ValueError, KeyError) as err:
-            raise SystemExit(f"met3r-eval: data.path: {err}") from None
+            raise SystemExit(f"met3r-eval: {err}" if str(err).startswith("data.path: ") else f"met3r-eval: data.path: {err}") from None
         prepare = _preparer(data, settings)
-        fingerprint = _fingerprint(settings, data)
+        if output.get("dir") is not None and not output["overwrite"] and mio.is_results_folder(Path(str(output["dir"])).expanduser()):
+            # other settings are refused before any weights are loaded; the weights are compared once built
+            _check_settings(Path(str(output["dir"])).expanduser(), _fingerprint(settings, data), False, ignore=("weights",))
+        # The networks first (before any bar is drawn or file written): missing weights end the run here, and
+        # the weights' identity is part of what a result depends on (resume never keeps scores of other weights).
+        scorer = _build_scorer(settings, info.device)
+        weights = weights_identity(scorer)
+        if output.get("dir") is None:
+            output["dir"] = str(default_output_dir(settings, data, weights))
+        out_dir = Path(str(output["dir"])).expanduser()
+        fingerprint = _fingerprint(settings, data, weights)
 
         # Phase 1 (before the barrier): rank 0 owns the shared files, each rank its own file.
         own_file = out_dir / ("sequences.jsonl" if info.world_size == 1 else mdist.rank_file_name(info.rank))
         if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            prepare_output_dir(out_dir, bool(output["overwrite"]))
             if output["overwrite"]:
                 _clear_results(out_dir)
             _check_settings(out_dir, fingerprint, is_main=True)
@@ -342,7 +388,6 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
         seq_bar = _tqdm(not show, total=len(mine), desc="sequences", unit="seq", position=0)
         pair_bar = _tqdm(not show, total=0, desc="pairs", unit="pair", position=1, leave=False)
         sleep_s = float(os.environ.get(_SLEEP_ENV, "0") or 0)
-        scorer = _build_scorer(settings, info.device) if mine else None
         workers = _num_workers(runtime, info.device)
         # decoding runs in DataLoader workers (in order) while this process scores
         for source, prepared in mio.iter_prepared(mine, prepare, num_workers=workers):
@@ -350,13 +395,16 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
                 record = _error_record(source, str(prepared))
             else:
                 try:
-                    record = _evaluate_sequence(source, prepared, settings, scorer, pair_bar)
+                    record = _evaluate_sequence(source, prepared, settings, scorer, pair_bar,
+                                                checkpoint_key=fingerprint, out_dir=out_dir)
                 except Exception as err:  # noqa: BLE001 - one bad input must not end the run
                     hint = " (lower metric.batch_size)" if isinstance(err, torch.cuda.OutOfMemoryError) else ""
                     record = _error_record(source, f"{type(err).__name__}: {err}{hint}")
             if record["status"] != "ok":
                 log.warning("skipping %s: %s", source.name, record["error"])
             res.append_jsonl(own_file, record)
+            if record["status"] == "ok":
+                partial_path(out_dir, source.name).unlink(missing_ok=True)  # the record holds every pair now
             if seq_bar is not None:
                 seq_bar.update(1)
             if sleep_s:
@@ -368,9 +416,31 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
         mdist.barrier(info)  # all shards finished
         if not info.is_main:
             return None
-        return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start, prepare, changed)
+        return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start, prepare, changed, scorer)
+    except KeyboardInterrupt:
+        raise EvalInterrupted(_interrupted_message(out_dir, len(sources) if "sources" in locals() else None)) from None
     finally:
         mdist.teardown(info)
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: ``message`` says what was kept and that re-running the same command resumes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _interrupted_message(out_dir: Path | None, num_sources: int | None) -> str:
+    """One line for Ctrl-C: how many sequences (and pairs of the one in progress) the results folder keeps."""
+    if out_dir is None or not out_dir.is_dir():
+        return "met3r-eval: interrupted before any result was written"
+    kept = len({r["sequence"] for r in _read_all_records(out_dir) if r.get("status") == "ok"})
+    pairs = sum(max(0, len(res.read_jsonl(p)) - 1) for p in (out_dir / PARTIAL_DIR).glob("*.jsonl"))
+    total = f" of {num_sources}" if num_sources is not None else ""
+    partial = f" (+ {pairs} window(s) of pairs of a sequence in progress)" if pairs else ""
+    return (f"met3r-eval: interrupted: {kept}{total} sequences kept in {out_dir}{partial}; "
+            "re-run the same command to resume")
 
 
 def _num_workers(runtime: dict[str, Any], device: torch.device) -> int:
@@ -400,6 +470,7 @@ def _build_scorer(settings: Settings, device: torch.device) -> Any:
 def _finalize(
     out_dir: Path, sources: list[mio.SequenceSource], conf: dict[str, Any], settings: Settings,
     fingerprint: dict[str, Any], info: mdist.DistInfo, t_start: float, prepare: Any, changed: list[str],
+    scorer: Any = None,
 ) -> dict[str, Any]:
     """Rank 0: merge every rank's records into sequences.jsonl, then derive the other outputs."""
     output = conf["output"]
@@ -417,6 +488,7 @@ def _finalize(
         "variant": settings.variant,
         "aggregation": AGGREGATION,
         "settings": settings.to_dict(),
+        "weights": fingerprint.get("weights", {}),  # SHA-256 of each network's state dict (weights.identity)
         "batch_sizes_used": sorted({int(r["batch_size"]) for r in merged if "batch_size" in r}),
         "data": {**fingerprint["data"], "fingerprint": conf["data"]["fingerprint"], **_value_range_decision(sources)},
         "package_version": _package_version(),
@@ -432,7 +504,7 @@ def _finalize(
         _write_plots(out_dir, merged, int(output["max_curves"]), settings)
     if int(output["worst_pairs"]) > 0:
         try:
-            scorer = _build_scorer(settings, info.device)
+            scorer = scorer if scorer is not None else _build_scorer(settings, info.device)
             _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, prepare, settings, scorer, int(output["worst_pairs"]))
         except ImportError as err:
             log.warning("worst-pair maps skipped: %s", err)
@@ -448,9 +520,16 @@ def _value_range_decision(sources: list[mio.SequenceSource]) -> dict[str, Any]:
     return {"value_range_resolved": {"value_range": tensor[0].value_range, "reason": tensor[0].value_range_reason}}
 
 
+def _score_label(summary: dict[str, Any]) -> str:
+    """``official, cosine, lower is better``: the variant, the distance and its direction (a PSNR of 148 is good)."""
+    settings = Settings.from_dict(summary["settings"])
+    better = "higher" if settings.distance_info.higher_is_better else "lower"
+    return f"{summary['variant']}, {settings.distance}, {better} is better"
+
+
 def _report(summary: dict[str, Any], out_dir: Path) -> None:
     m, ci = summary["met3r"], summary["met3r_ci95"]
-    head = "no sequence could be scored" if m is None else f"MEt3R ({summary['variant']}) = {m:.5f}"
+    head = "no sequence could be scored" if m is None else f"MEt3R ({_score_label(summary)}) = {m:.5f}"
     if ci:
         head += f"  (95% CI {ci[0]:.5f} .. {ci[1]:.5f})"
     print(
@@ -483,6 +562,7 @@ def main() -> None:
     except ImportError as err:  # pragma: no cover
         raise SystemExit("met3r-eval needs hydra: pip install 'met3r-metrics[cli]'") from err
     mconf.register_configs()
+    _check_command_line(sys.argv[1:])
 
     # Absolute path: works the same for the console script, python -m and torchrun (a relative
     # path would be resolved as the module "met3r_metrics.cli.conf", which is not a package).
@@ -502,7 +582,22 @@ def main() -> None:
                   f"{summary['num_sequences_without_score']} without overlap){first}", file=sys.stderr, flush=True)
             raise SystemExit(1)
 
-    _app()
+    try:
+        _app()
+    except KeyboardInterrupt as err:  # Ctrl-C: one line (what was kept, how to resume), not a traceback
+        message = err.message if isinstance(err, EvalInterrupted) else "met3r-eval: interrupted"
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def _check_command_line(argv: list[str]) -> None:
+    """Unknown keys, unparsable or mistyped values: one line naming the key, exit status 2 (before hydra)."""
+    from met3r_metrics.cli.overrides import override_error
+
+    problem = override_error(argv, compose_config)
+    if problem is not None:
+        print(problem, file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -118,15 +118,20 @@ def _fmt(x: float) -> str:
 
 
 def pairs_csv_text(records: Iterable[dict[str, Any]]) -> str:
-    """``sequence,i,j,score,overlap`` for every scored pair (NaN score = zero overlap)."""
+    """``sequence,i,j,score,overlap,frame_i,frame_j`` for every scored pair (NaN score = zero overlap).
+
+    ``i, j`` index the selected frames (after ``data.start`` / ``data.frame_stride`` / ``data.max_frames``);
+    ``frame_i, frame_j`` are the stored frame numbers they are (empty for records without ``frame_indices``)."""
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["sequence", "i", "j", "score", "overlap"])
+    writer.writerow(["sequence", "i", "j", "score", "overlap", "frame_i", "frame_j"])
     for rec in records:
         if rec.get("status") != "ok":
             continue
+        frames = rec.get("frame_indices")
         for (i, j), score, overlap in zip(rec["pairs"], rec["pair_scores"], rec["overlap"]):
-            writer.writerow([rec["sequence"], i, j, _fmt(_num(score)), _fmt(_num(overlap))])
+            stored = [frames[i], frames[j]] if frames else ["", ""]
+            writer.writerow([rec["sequence"], i, j, _fmt(_num(score)), _fmt(_num(overlap)), *stored])
     return buf.getvalue()
 
 

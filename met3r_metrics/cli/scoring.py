@@ -9,7 +9,7 @@ rounding of the network batches, ~1e-6).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,22 +47,40 @@ def score_sequence(
     return_maps: bool = False,
     progress: Any = None,
     geometry: KnownGeometry | None = None,
+    done: PairResults | None = None,
+    on_window: Callable[[int, list[float], list[float]], None] | None = None,
 ) -> PairResults:
     """Score ``pairs`` of one sequence ``views`` (V, 3, H, W) (uint8, or float in the ``normalize`` convention),
-    under its known cameras ``geometry`` (1, V, H, W) when given."""
-    scores: list[float] = []
-    overlap: list[float] = []
+    under its known cameras ``geometry`` (1, V, H, W) when given.
+
+    The pairs are scored in windows of :data:`PAIRS_PER_CALL` (window k: pairs ``k*PAIRS_PER_CALL ...``).
+    ``done``: the scores of the first windows, from an interrupted run (a whole number of windows): scoring
+    resumes after them, and since every window is the same call as in an uninterrupted run, the numbers are
+    the same (bitwise on CPU). ``on_window(start, scores, overlap)`` is called after each newly scored window
+    (the checkpoint: met3r-eval appends it to the sequence's partial file).
+    """
+    scores: list[float] = list(done.scores) if done is not None else []
+    overlap: list[float] = list(done.overlap) if done is not None else []
+    if (len(scores) % PAIRS_PER_CALL and len(scores) != len(pairs)) or len(scores) > len(pairs) or len(overlap) != len(scores) or (return_maps and scores):
+        raise ValueError(f"done: expected whole windows of {PAIRS_PER_CALL} pairs (without maps) of the {len(pairs)} "
+                         f"pairs, got {len(scores)} scores")
+    if progress is not None and scores:
+        progress.update(len(scores))
     maps: list[torch.Tensor] = []
     masks: list[torch.Tensor] = []
     images = views.to(scorer.device).unsqueeze(0)
     if geometry is not None:
         geometry = geometry.to(scorer.device)
-    for start in range(0, len(pairs), PAIRS_PER_CALL):
+    for start in range(len(scores), len(pairs), PAIRS_PER_CALL):
         chunk = [(int(i), int(j)) for i, j in pairs[start : start + PAIRS_PER_CALL]]
         out = score_views(images, settings, normalize=normalize, scorer=scorer, pairs=chunk, return_maps=return_maps,
                           geometry=geometry)
-        scores.extend(float(x) for x in out.pair_scores[0].float().cpu())
-        overlap.extend(float(x) for x in out.overlap[0].float().cpu())
+        window_scores = [float(x) for x in out.pair_scores[0].float().cpu()]
+        window_overlap = [float(x) for x in out.overlap[0].float().cpu()]
+        scores.extend(window_scores)
+        overlap.extend(window_overlap)
+        if on_window is not None:
+            on_window(start, window_scores, window_overlap)
         if return_maps:
             maps.append(out.score_maps[0].float().cpu())
             masks.append(out.overlap_masks[0].float().cpu())

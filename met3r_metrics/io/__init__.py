@@ -63,7 +63,7 @@ from .errors import (
 )
 from .geometry_files import geometry_fingerprint, geometry_path, read_geometry_file
 from .images import read_frame_folder, read_image
-from .paths import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
+from .paths import IMAGE_EXTENSIONS, RESULTS_MARKER, TENSOR_EXTENSIONS, VIDEO_EXTENSIONS, is_results_folder, natural_key
 from .prepare import PreparedViews, prepare_views
 from .selection import select_frames
 from .sizes import RESIZE_FILTERS, check_or_resize, resize_views
@@ -90,6 +90,8 @@ __all__ = [
     "SequenceError",
     "SequenceDataset",
     "natural_key",
+    "RESULTS_MARKER",
+    "is_results_folder",
     "read_image",
     "read_frame_folder",
     "read_video",

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from .errors import MixedLayoutError
-from .paths import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS, VIDEO_EXTENSIONS, _is_broken_link, natural_key
+from .paths import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS, VIDEO_EXTENSIONS, _is_broken_link, is_results_folder, natural_key
 from .sources import SequenceSource
 from .tensor_files import _TensorFile
 from .value_ranges import _check_setting, _refuse_float_range_for_pixels
@@ -36,12 +36,12 @@ def discover_sequences(
     * a tensor file (.pt/.npz/...) -> one sequence per leading index, named ``"00000"`` ...; the
       file is loaded here (memory-mapped where possible) and its value range decided once, over
       the whole file (:func:`decide_value_range`; refused when it cannot be decided);
-    * a video/GIF file -> one sequence named after the file stem;
+    * a video/GIF file -> one sequence named after the file (``clip.mp4``, as in a folder of sequences);
     * a folder holding images and nothing that is a sequence -> one sequence (the folder itself);
     * a folder of sequences: each sub-folder and each video file is one sequence (named by the
       sub-folder name / the file name).  A sub-folder without images is still listed so that it
       is reported as an error, not silently dropped; so is a broken symbolic link without a
-      suffix.  Hidden entries are skipped; other files (notes, metadata, tensor files) are
+      suffix.  Hidden entries and met3r-eval results folders (:func:`is_results_folder`) are skipped; other files (notes, metadata, tensor files) are
       ignored and logged.
     * loose images next to sub-folders or videos: :class:`MixedLayoutError` (is the folder one
       sequence, or a folder of sequences with stray frames?  never guessed).
@@ -67,13 +67,19 @@ def discover_sequences(
             ]
         if suffix in VIDEO_EXTENSIONS:
             _refuse_float_range_for_pixels(root, value_range)
-            return [_video_source(root, root.stem, value_range)]
+            return [_video_source(root, root.name, value_range)]  # the file name, as inside a folder of sequences
         hint = " (one image is not a sequence: point data.path at its folder)" if suffix in IMAGE_EXTENSIONS else ""
         raise ValueError(f"data.path: unsupported file type {suffix!r}: {root}{hint}")
 
-    images, seqs, ignored = [], [], []
+    if is_results_folder(root):
+        raise ValueError(f"data.path: {root} is a met3r-eval results folder, not data: point data.path at the "
+                         "generated sequences")
+    images, seqs, ignored, results = [], [], [], []
     for entry in sorted(root.iterdir(), key=lambda p: natural_key(p.name)):
         if entry.name.startswith("."):
+            continue
+        if entry.is_dir() and is_results_folder(entry):
+            results.append(entry.name)  # our own outputs (plots are PNGs): never a sequence
             continue
         suffix = entry.suffix.lower()
         broken = _is_broken_link(entry)
@@ -94,6 +100,9 @@ def discover_sequences(
             f"either one sequence of frames or a folder of sequences: move the loose images into a sub-folder "
             f"(or delete them), or point data.path at one sequence"
         )
+    if results:
+        log.warning("%s: skipped %d met3r-eval results folder(s), never read as data: %s", root, len(results),
+                    _preview(results))
     if ignored:
         log.warning("%s: ignored %d entries that are neither sequences nor frames: %s", root, len(ignored), _preview(ignored))
     _refuse_float_range_for_pixels(root, value_range)

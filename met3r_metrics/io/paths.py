@@ -3,6 +3,7 @@ files of a folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -30,10 +31,12 @@ def _is_broken_link(path: Path) -> bool:
 
 
 def _frame_entries(folder: Path) -> list[Path]:
-    """Image-named entries directly in ``folder`` (broken links included), natural-sorted."""
+    """Image-named entries directly in ``folder`` (broken links included), natural-sorted. Hidden entries
+    (``.preview.png``, macOS AppleDouble ``._0.png``) are not frames: a preview would add a pair, an
+    AppleDouble file (resource fork, not an image) would fail the sequence."""
     entries = (
         p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or _is_broken_link(p))
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and (p.is_file() or _is_broken_link(p))
     )
     return sorted(entries, key=lambda p: natural_key(p.name))
 
@@ -50,3 +53,24 @@ def _frame_files(folder: Path) -> list[Path]:
         if _is_broken_link(p):
             raise _broken_link_error(p, "frame")
     return files
+
+
+#: Written by ``met3r-eval`` into every results folder it creates: the folder is never read as data.
+RESULTS_MARKER = ".met3r_results"
+
+
+def is_results_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a ``met3r-eval`` results folder: it holds :data:`RESULTS_MARKER`, or (folders
+    written before the marker existed) a ``settings.json`` in met3r-eval's format (keys ``settings``,
+    ``data`` and ``aggregation``) next to ``sequences.jsonl`` or ``summary.json``."""
+    folder = Path(folder)
+    try:
+        if (folder / RESULTS_MARKER).is_file():
+            return True
+        settings = folder / "settings.json"
+        if not settings.is_file() or not ((folder / "sequences.jsonl").is_file() or (folder / "summary.json").is_file()):
+            return False
+        content = json.loads(settings.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(content, dict) and {"settings", "data", "aggregation"} <= set(content)

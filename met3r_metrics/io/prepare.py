@@ -129,13 +129,15 @@ def prepare_views(
     min_side: int = 32,
     fingerprint_mode: str = "stat",
     geometry: str | None = None,
+    intrinsics_units: str = "pixels",
 ) -> PreparedViews:
     """Read ``source`` into what the metric takes: ``(V, 3, H, W)`` float32 in [0, 1], one valid size.
 
     With ``geometry`` (``data.geometry``, a pattern, see :func:`geometry_path`) the sequence's geometry
     file is fingerprinted, read and checked against the stored frames, and the kept frames' cameras
     become :attr:`PreparedViews.geometry` (refused together with ``resize``: the file's depth and
-    intrinsics are those of the stored frames).
+    intrinsics are those of the stored frames). ``intrinsics_units`` (``data.intrinsics``): ``pixels`` or
+    ``normalized`` (by the image size), see :meth:`~met3r_metrics.KnownGeometry.from_depth`.
 
     Steps: select the frames (``data.frame_stride``/``start``/``max_frames``; a frame folder reads
     only the selected files), map them to [0, 1] with the source's value range (decided at
@@ -189,9 +191,10 @@ def prepare_views(
             known = KnownGeometry.from_depth(
                 *(arrays[k][idx][None] for k in ("depth", "intrinsics", "cam_to_world")),
                 valid=arrays["valid"][idx][None] if "valid" in arrays else None,
+                intrinsics_units=intrinsics_units,
             )
         except ValueError as err:
-            raise ValueError(f"geometry file {geo_path}: {err}") from None
+            raise ValueError(f"geometry file {geo_path}: {str(err).replace('intrinsics_units=', 'data.intrinsics=')}") from None
     return PreparedViews(
         views=views,
         value_range="uint8+uint16" if kinds == {"uint8", "uint16"} else kinds.pop(),

@@ -42,6 +42,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def read_tensors(path: Path, *, key: str | None = "state_dict", argument: str = "path") -> dict[str, torch.Tensor]:
     """The tensors of a ``.safetensors`` file, or of a torch file (``ckpt[key]`` when present, e.g. a Lightning
     ``state_dict``; pickled extras become inert stubs, see :func:`~.safe_load.read_checkpoint_tensors`)."""
+    if path.is_dir():  # it exists: "not found" would send the user looking for a missing file
+        raise ValueError(f"{argument}: expected a checkpoint file (.ckpt/.pth/.pt/.bin/.safetensors), got {str(path)!r}, "
+                         "which is a directory: name the file inside it")
     if not path.is_file():
         raise WeightsNotFoundError(f"{argument}: expected an existing checkpoint file, got {str(path)!r} (not found)")
     if path.suffix == ".safetensors":
