@@ -85,7 +85,17 @@ def _default_fid(required: bool) -> dict[str, Metric]:
         return {}
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return {"fid": FrechetInceptionDistance(normalize=True)}
+    try:
+        return {"fid": FrechetInceptionDistance(normalize=True)}
+    except Exception as err:  # noqa: BLE001 - offline: URLError; a cut download: RuntimeError; name FID either way
+        why = (f"torchmetrics' default Inception FID could not load its Inception weights ({type(err).__name__}: "
+               f"{err}); torch-fidelity downloads them once (pt_inception-2015-12-05) into torch hub's cache, "
+               f"{torch.hub.get_dir()}: run once with network access or copy the file there")
+        if required:
+            raise RuntimeError(f"fid=True: {why}; or pass fid=False, or your own metrics={{'fid': ...}}") from err
+        rank_zero_warn(f"MEt3RCallback: no default FID is logged: {why}. Pass fid=False to silence this, or "
+                       "metrics={'fid': ...} for your own")
+        return {}
 
 
 @rank_zero_only

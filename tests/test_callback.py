@@ -481,3 +481,28 @@ def test_given_geometry_needs_the_cameras(tmp_path: Path) -> None:
         bad = MEt3RCallback(sample_fn=lambda m, b, i: (plane_views(3), "cameras"), fid=False,
                             metric_kwargs={"geometry": "given", "distance": "rmse"}, num_plot_pairs=0)
         _trainer(tmp_path / "b", [bad], max_epochs=1).fit(ToyViewGenerator(num_views=3), *_loaders())
+
+
+def test_default_fid_without_its_weights_names_fid_and_the_way_out(monkeypatch) -> None:
+    """Issue 26 item 8: torch-fidelity installed, no network: not a bare URLError from setup."""
+    import importlib.util
+    import urllib.error
+
+    import torchmetrics.image.fid as tm_fid
+
+    from lightning_callbacks.met3r_callback import _default_fid
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "torch_fidelity" else real_find_spec(name, *a))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tm_fid, "FrechetInceptionDistance", offline)
+    with pytest.warns(UserWarning, match=r"no default FID is logged: torchmetrics' default Inception FID could not "
+                                         r"load its Inception weights \(URLError: .*fid=False"):
+        assert _default_fid(required=False) == {}
+    with pytest.raises(RuntimeError, match=r"^fid=True: torchmetrics' default Inception FID could not load .*"
+                                           r"fid=False, or your own metrics="):
+        _default_fid(required=True)

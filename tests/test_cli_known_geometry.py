@@ -139,3 +139,47 @@ def test_geometry_travels_through_dataloader_workers(data: Path, tmp_path: Path,
     two = _run(data, tmp_path / "o1", GEO, "runtime.num_workers=1")
     assert_ran_in_workers(tmp_path / "calls.log", 1, {"plane_a", "plane_b"})  # read in the worker process
     assert two["met3r"] == one["met3r"] and two["num_pairs"] == 4
+
+
+def _normalized(k: np.ndarray) -> np.ndarray:
+    """Pixel intrinsics (integer pixel centres) -> the RealEstate10K / pixelSplat convention (by image size)."""
+    n = k.copy()
+    n[..., 0, 0] /= W
+    n[..., 1, 1] /= H
+    n[..., 0, 2] = (k[..., 0, 2] + 0.5) / W
+    n[..., 1, 2] = (k[..., 1, 2] + 0.5) / H
+    return n
+
+
+def test_normalized_intrinsics_are_refused_as_pixels_and_accepted_as_normalized(tmp_path: Path):
+    """Issue 26 item 4: K in image-size units (fx = 1.25, cx = 0.5) used as pixels scored a consistent pair 0.41."""
+    from met3r_metrics import KnownGeometry
+
+    k, poses = plane_cameras(2)
+    depth = torch.full((1, 2, H, W), DEPTH)
+    k_norm = torch.from_numpy(_normalized(k.numpy()))
+    with pytest.raises(ValueError, match=r"^intrinsics: expected pixel intrinsics for 64x64 images .* these look "
+                                         r"normalized by the image size .*intrinsics_units='normalized'"):
+        KnownGeometry.from_depth(depth, k_norm, poses)
+    pixels = KnownGeometry.from_depth(depth, k, poses)
+    normalized = KnownGeometry.from_depth(depth, k_norm, poses, intrinsics_units="normalized")
+    torch.testing.assert_close(normalized.intrinsics, pixels.intrinsics, rtol=0, atol=1e-12)
+    torch.testing.assert_close(normalized.points, pixels.points, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^intrinsics_units: expected one of \('pixels', 'normalized'\), got 'ndc'"):
+        KnownGeometry.from_depth(depth, k, poses, intrinsics_units="ndc")
+
+
+def test_cli_normalized_intrinsics_need_data_intrinsics(tmp_path: Path):
+    root = tmp_path / "seqs"
+    _write_sequence(root, "plane_a", seed=0)
+    k, poses = plane_cameras(3)
+    np.savez(root / "plane_a.npz", depth=np.full((3, H, W), DEPTH, dtype=np.float32),
+             intrinsics=_normalized(k[0].numpy()), cam_to_world=poses[0].numpy())
+    refused = _run(root, tmp_path / "o1", GEO)
+    assert refused["num_sequences_scored"] == 0
+    assert "look normalized by the image size" in refused["errors"][0]["error"]
+    assert "data.intrinsics=normalized" in refused["errors"][0]["error"]
+    summary = _run(root, tmp_path / "o2", GEO, "data.intrinsics=normalized")
+    assert summary["met3r"] == 0.0 and summary["data"]["intrinsics"] == "normalized"
+    with pytest.raises(SystemExit, match=r"data.intrinsics: expected one of \('pixels', 'normalized'\)"):
+        _run(root, tmp_path / "o3", GEO, "data.intrinsics=ndc")
