@@ -1,4 +1,12 @@
-"""Test helpers: tiny random-weight MEt3R networks from the golden data, through the public loading path.
+"""Test helpers: tiny random-weight MEt3R networks, through the public loading path.
+
+:func:`write_random_tiny_networks` (``met3r-download --random-tiny DIR``) needs nothing but this package: it
+builds a tiny MASt3R and a tiny FeatUp dino16 with seeded random weights and writes them in the official
+formats (Hugging Face ``config.json`` + ``model.safetensors``; FeatUp's Lightning ``.ckpt`` with a
+``state_dict``), plus a few frames to score: the offline smoke test before the real checkpoints are fetched.
+Its scores mean nothing (random networks); they only show that everything loads and runs.
+
+The helpers below read the repository's golden data (``../shared/golden``) instead.
 
 :func:`tiny_met3r_kwargs` writes ordinary local checkpoints (what a user with downloaded weights
 has) into a work directory and returns the ``MEt3R(...)`` / ``met3r(...)`` keyword arguments that
@@ -26,7 +34,10 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RANDOM_TINY_STEREO_CONFIG",
     "extras_kwargs",
+    "random_tiny_kwargs",
+    "write_random_tiny_networks",
     "recipe_state_dict",
     "tiny_met3r_kwargs",
     "write_recipe_alexnet_checkpoint",
@@ -198,3 +209,84 @@ def extras_kwargs(golden_root: Path, workdir: Path, *, backbone: str = "mast3r",
     if distance == "lpips":
         kw["lpips_weights"] = str(write_recipe_alexnet_checkpoint(golden_root, workdir))
     return kw
+
+
+_INF = float("inf")
+#: The tiny MASt3R of :func:`write_random_tiny_networks` (official constructor kwargs, as an HF config.json holds
+#: them): the golden tiny configuration (64 px, a 2-block encoder; the DPT head needs 12 decoder blocks).
+RANDOM_TINY_STEREO_CONFIG: dict[str, Any] = {
+    "model_class": "AsymmetricMASt3R", "pos_embed": "RoPE100", "patch_embed_cls": "PatchEmbedDust3R",
+    "img_size": [64, 64], "head_type": "catmlp+dpt", "output_mode": "pts3d+desc4", "depth_mode": ["exp", -_INF, _INF],
+    "conf_mode": ["exp", 1, _INF], "enc_embed_dim": 64, "enc_depth": 2, "enc_num_heads": 4, "dec_embed_dim": 48,
+    "dec_depth": 12, "dec_num_heads": 4, "two_confs": True, "desc_conf_mode": ["exp", 0, _INF],
+    "landscape_only": False, "dpt_head_overrides": {"feature_dim": 32, "last_dim": 8, "layer_dims": [16, 24, 32, 40]},
+}
+_STEREO_DIR, _FEATUP_FILE, _FRAMES_DIR = "mast3r_tiny", "featup_dino16_tiny.ckpt", "frames"
+# Random heads point anywhere (half the points behind the camera: no overlap, every pair NaN). The last 1x1 conv
+# of each point head is scaled down and biased to z = +2 (exp depth mode: points ~6 units in front of the camera),
+# so that the renders overlap and the smoke test gets a (meaningless) finite score.
+_HEAD_SCALE, _HEAD_Z = 0.1, 2.0
+
+
+def write_random_tiny_networks(directory: str | Path, *, seed: int = 0, frames: bool = True) -> dict[str, Any]:
+    """Write tiny seeded random-weight networks in the official file formats into ``directory``; no golden data,
+    no network access.
+
+    Writes ``mast3r_tiny/{config.json, model.safetensors}`` (a MASt3R, official key names, HF layout),
+    ``featup_dino16_tiny.ckpt`` (FeatUp dino16 with a 2-block ViT + JBU stack, official key names under
+    ``state_dict``) and, with ``frames``, ``frames/seq_{0,1}/f{0..3}.png`` (64x64 shifted crops of a seeded
+    smooth image). The same ``seed`` gives the same tensors (same torch version); the global RNG is untouched.
+
+    Returns:
+        :func:`random_tiny_kwargs` of ``directory``: ``MEt3R(**kw)`` / ``met3r(images, **kw)`` load the files.
+    """
+    import torch
+
+    from .models.dino import DinoFeaturizer
+    from .models.dust3r import build_stereo_model
+    from .models.featup import JBUStack, UpsampledDino, to_official_key
+    from .weights import save_stereo_files
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        stereo = build_stereo_model(dict(RANDOM_TINY_STEREO_CONFIG))
+        features = UpsampledDino(DinoFeaturizer(depth=2, use_norm=True), JBUStack(384))
+    with torch.no_grad():
+        for head in ("downstream_head1", "downstream_head2"):
+            last = stereo.get_submodule(f"{head}.dpt.head.4")  # 1x1 conv -> (x, y, z, conf)
+            last.weight.mul_(_HEAD_SCALE)
+            last.bias.zero_()
+            last.bias[2] = _HEAD_Z
+    save_stereo_files(stereo, directory / _STEREO_DIR, RANDOM_TINY_STEREO_CONFIG)
+    state = {to_official_key(k): v.detach().clone().contiguous() for k, v in features.state_dict().items()}
+    tmp = directory / f".{_FEATUP_FILE}.tmp"
+    torch.save({"state_dict": state}, tmp)
+    tmp.replace(directory / _FEATUP_FILE)
+    if frames:
+        _write_smoke_frames(directory / _FRAMES_DIR, seed)
+    return random_tiny_kwargs(directory)
+
+
+def _write_smoke_frames(folder: Path, seed: int, num_sequences: int = 2, num_frames: int = 4) -> None:
+    import torch
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    for s in range(num_sequences):
+        coarse = torch.rand(1, 3, 8, 12, generator=gen)
+        image = torch.nn.functional.interpolate(coarse, size=(64, 64 + 8 * num_frames), mode="bicubic").clamp(0, 1)
+        seq = folder / f"seq_{s}"
+        seq.mkdir(parents=True, exist_ok=True)
+        for t in range(num_frames):  # the camera pans 8 px per frame
+            crop = (image[0, :, :, 8 * t : 8 * t + 64] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            Image.fromarray(crop).save(seq / f"f{t}.png")
+
+
+def random_tiny_kwargs(directory: str | Path) -> dict[str, Any]:
+    """``MEt3R(...)`` / ``met3r(...)`` keyword arguments for the networks :func:`write_random_tiny_networks` wrote
+    into ``directory``: ``backbone``, ``backbone_weights``, ``feature_weights``, ``img_size=64``, ``radius=0.04``."""
+    directory = Path(directory)
+    return {"backbone": "mast3r", "backbone_weights": str(directory / _STEREO_DIR),
+            "feature_weights": str(directory / _FEATUP_FILE), "img_size": 64, "radius": 0.04}

@@ -79,3 +79,48 @@ def test_no_network_fails_fast_and_names_the_arguments(empty_caches, monkeypatch
     with pytest.raises(WeightsNotFoundError, match="or pass a local file with feature_weights= instead"):
         checkpoint_file("featup_dino16_jbu")
     assert probes[-1] == ("marhamilresearch4.blob.core.windows.net", 443)
+
+
+def test_random_tiny_networks_are_a_smoke_test_without_golden_data(tmp_path, capsys):
+    """Issue 26 item 13: `met3r-download --random-tiny DIR` writes official-format files that met3r() and met3r-eval
+    load; the same seed gives the same tensors."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from met3r_metrics import met3r
+    from met3r_metrics.testing import random_tiny_kwargs, write_random_tiny_networks
+    from met3r_metrics.weights.identity import state_dict_digest
+
+    assert download.main(["--random-tiny", str(tmp_path / "smoke")]) == 0
+    printed = capsys.readouterr().out
+    kw = random_tiny_kwargs(tmp_path / "smoke")
+    stereo = Path(kw["backbone_weights"])
+    assert (stereo / "config.json").is_file() and (stereo / "model.safetensors").is_file()
+    ckpt = torch.load(kw["feature_weights"], weights_only=True)
+    assert any(k.startswith("model.0.model.blocks.1.") for k in ckpt["state_dict"])  # FeatUp's own key names
+    assert any(k.startswith("model.1.norm.") for k in ckpt["state_dict"])
+
+    again = write_random_tiny_networks(tmp_path / "again", frames=False)
+    assert state_dict_digest(load_file(str(stereo / "model.safetensors"))) == state_dict_digest(
+        load_file(str(Path(again["backbone_weights"]) / "model.safetensors")))
+
+    frames = sorted((tmp_path / "smoke" / "frames" / "seq_0").glob("*.png"))
+    assert len(frames) == 4
+    from met3r_metrics.io import read_frame_folder
+
+    views = read_frame_folder(tmp_path / "smoke" / "frames" / "seq_0")[None]
+    scores = met3r(views, **kw, normalize=True)
+    assert torch.isfinite(scores).all()
+
+    # the met3r-eval line it prints runs as printed (this worktree's code) and exits 0
+    line = next(ln for ln in printed.splitlines() if ln.startswith("met3r-eval "))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "met3r_metrics.cli.evaluate", *line.split()[1:], "runtime.progress=false"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 sequences, 6 pairs scored, 0 pairs without overlap, 0 errors" in done.stdout

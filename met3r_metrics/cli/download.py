@@ -7,6 +7,7 @@ checkpoint dir for DINO/FeatUp), so that later runs with ``HF_HUB_OFFLINE=1`` fi
     met3r-download official paper  # several variants
     met3r-download dust3r_512_dpt  # a checkpoint by registry name
     met3r-download --list          # every known checkpoint, and whether it is cached
+    met3r-download --random-tiny met3r_smoke   # offline smoke test: tiny random-weight networks + frames
 """
 
 from __future__ import annotations
@@ -96,6 +97,24 @@ def _list() -> int:
     return 0
 
 
+def _random_tiny(directory: str) -> int:
+    """``--random-tiny DIR``: write the smoke-test networks and frames, print the commands that use them."""
+    from pathlib import Path
+
+    from met3r_metrics.testing import write_random_tiny_networks
+
+    kw = write_random_tiny_networks(directory)
+    root = Path(directory)
+    overrides = " ".join(f"metric.{k}={v}" for k, v in kw.items() if k != "backbone")
+    print(f"tiny random-weight networks (smoke test only: their scores mean nothing) in {root}:\n"
+          f"  {kw['backbone_weights']}  (MASt3R, config.json + model.safetensors)\n"
+          f"  {kw['feature_weights']}  (FeatUp dino16, state_dict)\n"
+          f"  {root / 'frames'}  (2 sequences of 4 frames)\n"
+          f"met3r-eval data.path={root / 'frames'} {overrides} output.dir={root / 'results'}\n"
+          f"python: met3r_metrics.met3r(images, **met3r_metrics.testing.random_tiny_kwargs({str(root)!r}))")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (0: everything requested is cached)."""
     parser = argparse.ArgumentParser(
@@ -104,9 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("targets", nargs="*", default=None, help="variants (official, paper) or checkpoint names; default: official")
     parser.add_argument("--list", action="store_true", help="list known checkpoints and whether each is cached")
+    parser.add_argument("--random-tiny", metavar="DIR", default=None,
+                        help="write tiny seeded random-weight networks (official file formats) and a few frames into "
+                             "DIR, for an offline smoke test (no download; the scores mean nothing)")
     args = parser.parse_args(argv)
     if args.list:
         return _list()
+    if args.random_tiny is not None:
+        if args.targets:
+            parser.error(f"--random-tiny: expected no variant or checkpoint names beside it, got {args.targets}")
+        return _random_tiny(args.random_tiny)
     targets = args.targets or ["official"]
     names: list[str] = []
     for target in targets:
