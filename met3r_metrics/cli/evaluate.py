@@ -10,8 +10,13 @@ average over sequences.  Results go to ``output.dir``::
     run_info.json     world size, device, timing (kept out of summary.json so that summaries of
                       1-process and N-process runs are identical)
     sequence_curves.png, histogram.png, worst_pairs.png (optional)
+    .partial/         the windows of pairs of a sequence in progress (cli/partial.py)
+    .met3r_results    the marker: a results folder, never read as data (an existing folder holding
+                      files we did not write is refused: cli/output_dir.py)
 
-Re-running with the same ``output.dir`` resumes: finished sequences are skipped.  Under
+Re-running with the same ``output.dir`` resumes: finished sequences are skipped, a sequence in progress
+continues after its last finished window of pairs; results of other settings or other weights (the
+networks' state-dict digests, weights/identity.py) are never reused.  Under
 ``torchrun --nproc_per_node=N`` sequences are sharded over ranks and rank 0 merges.
 
 Examples::
@@ -555,7 +560,8 @@ def main() -> None:
     """Console entry point (``met3r-eval``): hydra parses ``key=value`` overrides.
 
     Exit status: 0 when at least one sequence got a score; 1 when the run finished without any score
-    (every sequence failed or had no overlap); 2 for an invalid setting or missing weights/data.
+    (every sequence failed or had no overlap); 2 for any problem of the command (one line naming the key:
+    an invalid or unknown setting, output.dir, missing weights/data); 130 on Ctrl-C (one line: what was kept).
     """
     try:
         import hydra
