@@ -124,3 +124,28 @@ def test_random_tiny_networks_are_a_smoke_test_without_golden_data(tmp_path, cap
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 sequences, 6 pairs scored, 0 pairs without overlap, 0 errors" in done.stdout
+
+
+def test_readme_smoke_test_runs_as_written(tmp_path):
+    """README.md, "Smoke test": its two commands, as written, in a fresh folder (this worktree's code)."""
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    block = re.search(r"## Smoke test[^\n]*\n+```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.strip()]
+    assert [c.split()[0] for c in commands] == ["met3r-download", "met3r-eval"]
+    modules = {"met3r-download": "met3r_metrics.cli.download", "met3r-eval": "met3r_metrics.cli.evaluate"}
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for command in commands:
+        prog, *args = shlex.split(command)
+        done = subprocess.run([sys.executable, "-m", modules[prog], *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert "MEt3R (official, cosine, lower is better) =" in done.stdout
+    assert (tmp_path / "met3r_smoke" / "results" / "summary.json").is_file()

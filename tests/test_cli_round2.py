@@ -290,6 +290,9 @@ def test_every_command_line_problem_is_one_line_naming_the_key_exit_2(tiny, tmp_
          "created and written, got '/proc/met3r_out'"),
         ([f"data.path={seq}", f"metric.feature_weights={tmp_path}"], "met3r-eval: metric.feature_weights: expected a "
          "checkpoint file (.ckpt/.pth/.pt/.bin/.safetensors), got "),
+        # weights problems come before any progress bar is drawn: the one line is not inside the bars
+        ([f"data.path={seq}", f"metric.feature_weights={tmp_path / 'missing.pth'}", "runtime.progress=true"],
+         "met3r-eval: feature_weights: expected an existing checkpoint file, got "),
     ]
     for args, message in cases:
         done = subprocess.run([*CLI, *tiny, *args], env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=300)
