@@ -334,12 +334,14 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
     data, runtime, output = conf["data"], conf["runtime"], conf["output"]
     info = mdist.setup(runtime["device"], runtime["backend"], float(runtime["dist_timeout_min"]))
     out_dir: Path | None = None
+    num_sources: int | None = None  # for the Ctrl-C line
     try:
         try:
             sources = mio.discover_sequences(str(data["path"]), tensor_key=data.get("tensor_key"),
                                              value_range=str(data["value_range"]))
         except (OSError, ValueError, KeyError) as err:
             raise SystemExit(f"met3r-eval: {err}" if str(err).startswith("data.path: ") else f"met3r-eval: data.path: {err}") from None
+        num_sources = len(sources)
         prepare = _preparer(data, settings)
         if output.get("dir") is not None and not output["overwrite"] and mio.is_results_folder(Path(str(output["dir"])).expanduser()):
             # other settings are refused before any weights are loaded; the weights are compared once built
@@ -423,7 +425,7 @@ def _run(conf: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
             return None
         return _finalize(out_dir, sources, conf, settings, fingerprint, info, t_start, prepare, changed, scorer)
     except KeyboardInterrupt:
-        raise EvalInterrupted(_interrupted_message(out_dir, len(sources) if "sources" in locals() else None)) from None
+        raise EvalInterrupted(_interrupted_message(out_dir, num_sources)) from None
     finally:
         mdist.teardown(info)
 
