@@ -19,7 +19,7 @@ from report_data import make_runs
 from met3r_metrics.cli.compare import main as compare_main
 
 CHROMIUM = os.environ.get("MET3R_CHROMIUM", "/usr/bin/chromium")
-SETUP = 'apt-get update && apt-get install -y chromium chromium-driver && pip install torch==2.13.0 -e ".[dev]"'
+SETUP = 'apt-get update && apt-get install -y chromium && pip install torch==2.13.0 -e ".[dev]"'
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 

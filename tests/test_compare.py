@@ -81,6 +81,12 @@ def test_tex_escapes_method_names(runs, tmp_path):
     main([str(runs["clean"]), str(runs["noisy"]), f"output.dir={out}", "names=[ours_v2,'base&50%']"])
     tex = (out / "compare.tex").read_text()
     assert r"ours\_v2" in tex and r"base\&50\%" in tex
+    # with the default resamples and seed a method's interval is its summary.json's met3r_ci95
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((out / "compare.csv").read_text()))}
+    for name, run in (("ours_v2", runs["clean"]), ("base&50%", runs["noisy"])):
+        summary = json.loads((run / "summary.json").read_text())
+        assert [float(rows[name]["ci_low"]), float(rows[name]["ci_high"])] == summary["met3r_ci95"]
+        assert float(rows[name]["mean"]) == pytest.approx(summary["met3r"], abs=1e-12)
 
 
 def test_different_settings_are_refused_naming_the_setting(runs, golden_root, tmp_path):
