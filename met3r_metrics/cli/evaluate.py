@@ -10,6 +10,7 @@ average over sequences.  Results go to ``output.dir``::
     run_info.json     world size, device, timing (kept out of summary.json so that summaries of
                       1-process and N-process runs are identical)
     sequence_curves.png, histogram.png, worst_pairs.png (optional)
+    report.html       one self-contained page: headline + CI, sortable sequence table, charts, worst pairs
 
 Re-running with the same ``output.dir`` resumes: finished sequences are skipped.  Under
 ``torchrun --nproc_per_node=N`` sequences are sharded over ranks and rank 0 merges.

@@ -61,17 +61,21 @@ def worst_pair_pictures(
     """Rescore the ``k`` worst pairs of ``records`` with ``scorer`` and draw frames, renders, score map, mask."""
     info = settings.distance_info
     worst = rank_worst_pairs(records, k, info.higher_is_better)
-    scored = []
-    for name, i, j, score, overlap in worst:
+    by_sequence: dict[str, list[tuple[int, int]]] = {}
+    for name, i, j, *_ in worst:  # each sequence is read once and its pairs scored in one call
+        by_sequence.setdefault(name, []).append((i, j))
+    outputs: dict[tuple[str, int, int], tuple] = {}
+    for name, pairs in by_sequence.items():
         views, geometry = views_of(name)
         with torch.no_grad():
             out = score_views(views.unsqueeze(0).to(scorer.device), settings, normalize=True, scorer=scorer,
-                              pairs=[(i, j)], return_maps=True, return_renders=True,
+                              pairs=pairs, return_maps=True, return_renders=True,
                               geometry=None if geometry is None else geometry.to(scorer.device))
-        smap = out.score_maps[0, 0].float().cpu().numpy()
-        mask = out.overlap_masks[0, 0].cpu().numpy() > 0
-        scored.append((name, i, j, score, overlap, float(out.pair_scores[0, 0]), views[i], views[j], smap, mask,
-                       out.renders[0, 0] if out.renders is not None else None))
+        for k, (i, j) in enumerate(pairs):
+            outputs[(name, i, j)] = (float(out.pair_scores[0, k]), views[i], views[j],
+                                     out.score_maps[0, k].float().cpu().numpy(), out.overlap_masks[0, k].cpu().numpy() > 0,
+                                     out.renders[0, k].cpu() if out.renders is not None else None)
+    scored = [(name, i, j, score, overlap, *outputs[(name, i, j)]) for name, i, j, score, overlap in worst]
     # one colour scale for every map, so that rows compare: up to the 99th percentile of covered pixels
     covered = np.concatenate([smap[mask & np.isfinite(smap)] for *_, smap, mask, _ in scored]) if scored else np.zeros(0)
     vmin = info.lower_bound if info.lower_bound is not None else 0.0
