@@ -151,3 +151,16 @@ def test_front_door_renders_are_what_the_score_map_compares(golden_root, tmp_pat
     mask = out.overlap_masks[0].bool()
     assert torch.allclose((1 - cos)[mask], out.score_maps[0][mask], atol=1e-5)
     assert score_views(views, settings, normalize=True, pairs=[(0, 1)]).renders is None
+
+
+def test_long_curves_are_thinned_but_keep_their_gaps_and_means():
+    from met3r_metrics.report.charts import _thin, line_chart, sparkline
+
+    values = [0.1] * 5000 + [None] * 3000 + [0.3] * 2000
+    pts = _thin(values, 100)
+    assert len(pts) == 100 and pts[0] == (49.5, pytest.approx(0.1)) and pts[-1][1] == pytest.approx(0.3)
+    assert [y for _, y in pts[55:75]] == [None] * 20  # the no-overlap stretch stays a gap
+    assert _thin([0.1, None, 0.2], 100) == [(0, 0.1), (1, None), (2, 0.2)]
+    svg = line_chart({"long": values}, title="t", xlabel="x", ylabel="y")
+    assert svg.count("<polyline") == 2 and len(svg) < 40_000
+    assert len(sparkline(values)) < 6_000

@@ -76,14 +76,29 @@ class _Frame:
         return out
 
 
-def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
+def _thin(values: Sequence[float | None], max_points: int) -> list[tuple[float, float | None]]:
+    """(x, y) points of a curve, at most ``max_points``: long sequences are averaged over bins of
+    consecutive pairs (x = the bin's centre), so a 10,000-pair curve stays a few kilobytes."""
+    vals = [None if v is None or not math.isfinite(v) else float(v) for v in values]
+    if len(vals) <= max_points:
+        return list(enumerate(vals))
+    size = len(vals) / max_points
+    out: list[tuple[float, float | None]] = []
+    for k in range(max_points):
+        lo, hi = int(k * size), max(int((k + 1) * size), int(k * size) + 1)
+        finite = [v for v in vals[lo:hi] if v is not None]
+        out.append(((lo + hi - 1) / 2, math.fsum(finite) / len(finite) if finite else None))
+    return out
+
+
+def _runs(values: Sequence[float | None], max_points: int = 600) -> list[list[tuple[float, float]]]:
     """Consecutive finite points (a NaN = no overlap leaves a gap in the curve)."""
-    runs: list[list[tuple[int, float]]] = [[]]
-    for k, v in enumerate(values):
-        if v is None or not math.isfinite(v):
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, v in _thin(values, max_points):
+        if v is None:
             runs.append([])
         else:
-            runs[-1].append((k, float(v)))
+            runs[-1].append((x, v))
     return [r for r in runs if r]
 
 
@@ -157,7 +172,7 @@ def sparkline(values: Sequence[float | None], *, width: int = 120, height: int =
     hi = max(vals) if hi is None else hi
     span, n = (hi - lo) or 1.0, max(len(values) - 1, 1)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" width="{width}" height="{height}">']
-    for run in _runs(values):
+    for run in _runs(values, max_points=width):
         pts = " ".join(f"{x / n * (width - 2) + 1:.1f},{height - 1 - (y - lo) / span * (height - 2):.1f}" for x, y in run)
         out.append(f'<polyline points="{pts}" fill="none" stroke="#1f77b4" stroke-width="1"/>')
     return "".join(out) + "</svg>"
