@@ -130,6 +130,7 @@ def test_a_users_folder_is_never_written_into(runs, tmp_path):
     (["{clean}", "{noisy}", "names=[a]"], "names: expected one name per run (2), got 1"),
     (["{clean}", "{noisy}", "stats.resamples=abc"], "stats.resamples"),
     (["{clean}", "{noisy}", "no_such_key=1"], "no_such_key"),
+    (["{clean}", "{clean}"], "names: expected a distinct name per run, got 'clean' twice"),
 ])
 def test_bad_arguments_exit_2_with_one_line(runs, tmp_path, capsys, args, message):
     paths = {"clean": runs["clean"], "noisy": runs["noisy"], "missing": tmp_path / "nope"}

@@ -113,7 +113,7 @@ def compare(conf: dict[str, Any]) -> tuple[Any, Path]:
     from met3r_metrics.cli.results import atomic_write_text
     from met3r_metrics.report import load_run
     from met3r_metrics.report.compare_page import compare_html
-    from met3r_metrics.report.comparison import compare_runs
+    from met3r_metrics.report.comparison import SettingsDiffer, compare_runs
     from met3r_metrics.report.load import RunFolderError
     from met3r_metrics.report.tables import csv_table, latex_table, markdown_table
 
@@ -130,9 +130,9 @@ def compare(conf: dict[str, Any]) -> tuple[Any, Path]:
         c = compare_runs(runs, allow_different_settings=bool(conf["allow_different_settings"]),
                          resamples=int(st["resamples"]), seed=int(st["seed"]), level=float(st["level"]),
                          largest=int(conf["largest"]))
-    except ValueError as err:
-        if type(err).__name__ == "SettingsDiffer":
-            raise
+    except SettingsDiffer:
+        raise
+    except ValueError as err:  # too few runs, two runs of one name
         raise CompareError(str(err)) from None
     out.mkdir(parents=True, exist_ok=True)
     texts = {"compare.md": markdown_table(c), "compare.csv": csv_table(c), "compare.tex": latex_table(c),
