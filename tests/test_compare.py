@@ -150,3 +150,14 @@ def test_a_method_without_common_sequences_exits_1(runs, golden_root, tmp_path):
     evaluate(write_pans(tmp_path / "d", names=("rocket",)), other, tiny, "output.report=false")
     rc, stdout, stderr = _compare(str(runs["clean"]), str(other), f"output.dir={tmp_path / 'cmp'}")
     assert rc == 1 and "none in common with clean" in stderr and (tmp_path / "cmp" / "compare.md").is_file()
+
+
+def test_the_console_script_is_declared():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, func = scripts["met3r-compare"].partition(":")
+    assert getattr(importlib.import_module(module), func) is main
+    dev = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert any(d.startswith("playwright") for d in dev)  # the browser tests' driver comes with [dev]

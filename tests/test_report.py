@@ -164,3 +164,25 @@ def test_long_curves_are_thinned_but_keep_their_gaps_and_means():
     svg = line_chart({"long": values}, title="t", xlabel="x", ylabel="y")
     assert svg.count("<polyline") == 2 and len(svg) < 40_000
     assert len(sparkline(values)) < 6_000
+
+
+def test_worst_pairs_are_the_least_consistent_for_either_direction():
+    from met3r_metrics.report.worst_pairs import rank_worst_pairs
+
+    recs = [{"sequence": "a", "status": "ok", "pairs": [[0, 1], [1, 2]], "pair_scores": [0.2, None], "overlap": [0.5, 0]},
+            {"sequence": "b", "status": "ok", "pairs": [[0, 1], [1, 2]], "pair_scores": [0.5, 0.1], "overlap": [0.4, 0.6]},
+            {"sequence": "c", "status": "error", "error": "too short"}]
+    assert [(s, i, j) for s, i, j, *_ in rank_worst_pairs(recs, 2, False)] == [("b", 0, 1), ("a", 0, 1)]
+    assert [(s, i, j) for s, i, j, *_ in rank_worst_pairs(recs, 2, True)] == [("b", 1, 2), ("a", 0, 1)]  # e.g. psnr
+    assert len(rank_worst_pairs(recs, 10, False)) == 3  # NaN (no overlap) pairs are never "worst"
+
+
+def test_a_run_without_any_score_still_gets_its_report(tiny, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "d" / "lonely").mkdir(parents=True)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "d" / "lonely" / "0.png")
+    summary = evaluate(tmp_path / "d", tmp_path / "out", tiny)
+    assert summary["met3r"] is None
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "no sequence got a score" in html and "No pair got a score" in html and "too short" in html
