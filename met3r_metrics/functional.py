@@ -57,6 +57,8 @@ class SequenceScores:
         score_maps, overlap_masks: (B, P, h, w) when ``return_maps`` (forward direction).
         forward_scores, reverse_scores: (B, P) the two directions when symmetric.
         score_maps_reverse, overlap_masks_reverse: (B, P, h, w) when symmetric and ``return_maps``.
+        renders: (B, P, 2, C, h, w) when ``return_renders``: pair (i, j)'s two renders in view i's camera (the
+            points of view i, then of view j, each carrying its frame's features; uncovered pixels 0).
     """
 
     sequence_scores: Tensor
@@ -71,6 +73,7 @@ class SequenceScores:
     reverse_scores: Tensor | None = None
     score_maps_reverse: Tensor | None = None
     overlap_masks_reverse: Tensor | None = None
+    renders: Tensor | None = None
 
 
 def sequence_means(pair_scores: Tensor) -> Tensor:
@@ -147,6 +150,7 @@ def score_views(
     return_maps: bool = False,
     geometry: KnownGeometry | None = None,
     networks: dict[str, Any] | None = None,
+    return_renders: bool = False,
 ) -> SequenceScores:
     """Validate ``images``, choose the pairs and score them with ``settings``: the one path to the scorer.
 
@@ -167,6 +171,8 @@ def score_views(
         networks: the user's networks behind ``"custom:<name>"`` settings (``{"geometry_net": ...,
             "feature_net": ...}``, see :func:`custom_networks`) when no ``scorer`` is given; a scorer is
             then built for this call (never cached: two networks of one name stay apart).
+        return_renders: include the forward direction's renders (what the score map compares; the HTML
+            report shows them for the worst pairs).
     """
     if not isinstance(settings, Settings):
         raise TypeError(f"settings: expected a met3r_metrics.Settings, got {type(settings).__name__}")
@@ -193,7 +199,7 @@ def score_views(
     else:
         sc = get_scorer(settings, x.device)
     _check_network_devices(sc, x.device)
-    out = sc.score_sequences(x, pair_list, return_maps=return_maps, geometry=geometry)
+    out = sc.score_sequences(x, pair_list, return_maps=return_maps, geometry=geometry, return_renders=return_renders)
     return SequenceScores(
         sequence_scores=sequence_means(out["pair_scores"]),
         pair_scores=out["pair_scores"],
@@ -207,6 +213,7 @@ def score_views(
         reverse_scores=out.get("reverse_scores"),
         score_maps_reverse=out.get("score_maps_reverse"),
         overlap_masks_reverse=out.get("overlap_masks_reverse"),
+        renders=out.get("renders"),
     )
 
 

@@ -137,11 +137,12 @@ def test_dataloader_workers_give_the_same_records(tiny, tmp_path, monkeypatch):
         write_png_sequence(data / f"s{k}", 3, seed=k)
     (data / "broken.mp4").write_bytes(b"not a video")
     patch_cli_preparer(monkeypatch, tmp_path / "calls.log")
-    _run(tiny, data, tmp_path / "w0", "runtime.num_workers=0")
+    # output.report_pairs=0: the report's worst-pair pictures would read sequences again after the run
+    _run(tiny, data, tmp_path / "w0", "runtime.num_workers=0", "output.report_pairs=0")
     main = worker_probe.calls(tmp_path / "calls.log")  # no workers: every sequence read here
     assert len(main) == 4 and {(pid, w) for pid, w, _ in main} == {(os.getpid(), -1)}
     (tmp_path / "calls.log").unlink()
-    _run(tiny, data, tmp_path / "w2", "runtime.num_workers=2")
+    _run(tiny, data, tmp_path / "w2", "runtime.num_workers=2", "output.report_pairs=0")
     worker_probe.assert_ran_in_workers(tmp_path / "calls.log", 2, {n for _, _, n in main})  # really in 2 workers
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert {k: strip(v) for k, v in _records(tmp_path / "w0").items()} == {k: strip(v) for k, v in _records(tmp_path / "w2").items()}

@@ -26,7 +26,12 @@ def test_ci_runs_exactly_the_readme_setup_commands():
     block = re.search(r"## Set up a fresh machine\s+```bash\n(.*?)```", readme, re.S)
     assert block, "README.md has no 'Set up a fresh machine' bash block"
     readme_cmds = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-    assert readme_cmds == ['pip install torch==2.13.0 -e ".[dev]"', "python3 -m pytest -q"]
+    setup = 'apt-get update && apt-get install -y chromium && pip install torch==2.13.0 -e ".[dev]"'
+    assert readme_cmds == [setup, "python3 -m pytest -q"]
+    # the browser tests (tests/test_browser.py) drive the Chromium this line installs, never a downloaded one
+    from test_browser import CHROMIUM, SETUP
+
+    assert CHROMIUM == "/usr/bin/chromium" and SETUP == setup
     ci_cmds = [
         line.strip() for line in (root / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")

@@ -105,6 +105,8 @@ class OutputConfig:
     plots: bool = True  # sequence_curves.png + histogram.png
     max_curves: int = 50  # sequences drawn in sequence_curves.png
     worst_pairs: int = 0  # >0: recompute the k worst pairs with score maps -> worst_pairs.png
+    report: bool = True  # report.html: headline + CI, sortable sequence table, charts, worst pairs (needs no matplotlib)
+    report_pairs: int = 4  # worst pairs rescored with frames, renders, score maps and masks for report.html
 
 
 @dataclass
@@ -210,6 +212,7 @@ def validate(conf: dict[str, Any]) -> Settings:
     _check_device(str(runtime["device"]))
     _int_at_least("output.max_curves", output["max_curves"], 0)
     _int_at_least("output.worst_pairs", output["worst_pairs"], 0)
+    _int_at_least("output.report_pairs", output["report_pairs"], 0)
     return settings
 
 

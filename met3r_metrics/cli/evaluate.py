@@ -13,6 +13,7 @@ average over sequences.  Results go to ``output.dir``::
     .partial/         the windows of pairs of a sequence in progress (cli/partial.py)
     .met3r_results    the marker: a results folder, never read as data (an existing folder holding
                       files we did not write is refused: cli/output_dir.py)
+    report.html       one self-contained page: headline + CI, sortable sequence table, charts, worst pairs
 
 Re-running with the same ``output.dir`` resumes: finished sequences are skipped, a sequence in progress
 continues after its last finished window of pairs; results of other settings or other weights (the
@@ -147,7 +148,7 @@ def _read_all_records(out_dir: Path) -> list[dict[str, Any]]:
 
 def _clear_results(out_dir: Path) -> None:
     names = ["sequences.jsonl", "pairs.csv", "summary.json", "settings.json", "run_info.json",
-             "sequence_curves.png", "histogram.png", "worst_pairs.png"]
+             "sequence_curves.png", "histogram.png", "worst_pairs.png", "report.html"]
     for name in names:
         (out_dir / name).unlink(missing_ok=True)
     for path in out_dir.glob("sequences.rank*.jsonl"):
@@ -515,8 +516,29 @@ def _finalize(
             _write_worst_pairs(out_dir, merged, {s.name: s for s in sources}, prepare, settings, scorer, int(output["worst_pairs"]))
         except ImportError as err:
             log.warning("worst-pair maps skipped: %s", err)
+    if output.get("report", True):
+        _write_html_report(out_dir, merged, summary, sources, prepare, settings, info, output)
     _report(summary, out_dir)
     return summary
+
+
+def _write_html_report(
+    out_dir: Path, merged: list[dict[str, Any]], summary: dict[str, Any], sources: list[mio.SequenceSource],
+    prepare: Any, settings: Settings, info: mdist.DistInfo, output: dict[str, Any],
+) -> None:
+    """report.html (rank 0, after the summary): rewritten at the end of every run and resume."""
+    from met3r_metrics.report import write_run_report
+
+    by_name = {s.name: s for s in sources}
+
+    def views_of(name: str) -> Any:
+        prepared = prepare(by_name[name])
+        return prepared.views, prepared.geometry
+
+    k = int(output.get("report_pairs", 0))
+    scorer = _build_scorer(settings, info.device) if k and summary["num_pairs_scored"] else None
+    write_run_report(out_dir, summary, merged, settings=settings, views_of=views_of, scorer=scorer, worst_pairs=k,
+                     max_curves=int(output["max_curves"]))
 
 
 def _value_range_decision(sources: list[mio.SequenceSource]) -> dict[str, Any]:
