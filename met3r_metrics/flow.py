@@ -26,11 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .distances import pair_scores
+from .settings import FLOW_MASKS
 
 __all__ = ["FLOW_MASKS", "flow_pair_scores", "official_batch_mixed_score", "warp_backward"]
 
-#: ``official``: the mask computed after the clamp (always valid); ``in_bounds``: before it.
-FLOW_MASKS = ("official", "in_bounds")
 _MASK_THRESHOLD = 0.999
 
 

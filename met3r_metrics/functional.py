@@ -9,7 +9,8 @@ The call chain is the same for all four entry points::
         -> settings.resolve (variant + overrides -> Settings)    [met3r, MEt3R.__init__, CLI]
         -> score_views: validate_images -> Settings.pairs -> scorer.score_sequences -> SequenceScores
 
-The frozen networks come from a process-level cache (:func:`met3r_metrics.scorer.get_scorer`)
+The frozen networks come from a process-level cache (:func:`met3r_metrics.scorer.get_scorer`, built by
+:mod:`met3r_metrics.networks`)
 keyed by settings and device, so repeated calls do not rebuild them; pass ``scorer=`` to use a
 scorer you built yourself.
 
@@ -31,8 +32,8 @@ from torch import Tensor
 
 from .inputs import validate_images
 from .known_geometry import KnownGeometry
-from .scorer import MEt3RScorer, get_scorer
-from .settings import CUSTOM_PREFIX, Settings, resolve
+from .scorer import MEt3RScorer, scorer_for
+from .settings import CUSTOM_PREFIX, Settings, given_geometry_defaults, resolve
 
 __all__ = ["met3r", "score_views", "SequenceScores", "sequence_means", "custom_networks", "network_name",
            "given_geometry_defaults"]
@@ -115,14 +116,6 @@ def custom_networks(overrides: dict[str, Any], scorer: Any = None) -> tuple[dict
     return out, nets
 
 
-def given_geometry_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``geometry="given"`` without ``focal_source`` means the given cameras' intrinsics (the only focal
-    source that settings allow with it), so ``MEt3R(geometry="given")`` needs no second argument."""
-    if overrides.get("geometry") == "given" and "focal_source" not in overrides:
-        return {**overrides, "focal_source": "intrinsics"}
-    return overrides
-
-
 def _check_geometry(geometry: Any, x: Tensor) -> KnownGeometry:
     if not isinstance(geometry, KnownGeometry):
         raise TypeError(f"geometry: expected None or a met3r_metrics.KnownGeometry (KnownGeometry.from_depth / "
@@ -177,7 +170,7 @@ def score_views(
     x = validate_images(images, settings, normalize=normalize, device=device)
     if geometry is not None:
         geometry = _check_geometry(geometry, x)
-        settings = settings.replace(geometry="given", focal_source="intrinsics")
+        settings = settings.with_given_geometry()
     elif settings.geometry == "given":
         raise ValueError("geometry: expected a KnownGeometry with settings geometry='given', got None")
     pair_list = list(pairs) if pairs is not None else settings.pairs(x.shape[1])
@@ -186,12 +179,7 @@ def score_views(
             f"images: expected at least {settings.pair_gap + 1} views for pairing={settings.pairing!r} with "
             f"pair_gap={settings.pair_gap}, got V={x.shape[1]}"
         )
-    if scorer is not None:
-        sc = scorer.with_settings(settings)
-    elif networks or settings.custom_backbone or settings.custom_features:
-        sc = MEt3RScorer.from_settings(settings, x.device, **(networks or {}))
-    else:
-        sc = get_scorer(settings, x.device)
+    sc = scorer.with_settings(settings) if scorer is not None else scorer_for(settings, x.device, networks)
     _check_network_devices(sc, x.device)
     out = sc.score_sequences(x, pair_list, return_maps=return_maps, geometry=geometry)
     return SequenceScores(

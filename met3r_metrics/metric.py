@@ -36,10 +36,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from .functional import custom_networks, given_geometry_defaults, score_views
+from .functional import custom_networks, score_views
 from .known_geometry import KnownGeometry
-from .scorer import MEt3RScorer, get_scorer
-from .settings import DISTANCES, FIELDS, Settings, resolve
+from .scorer import MEt3RScorer, scorer_for
+from .settings import DISTANCES, FIELDS, Settings, given_geometry_defaults, resolve
 
 __all__ = ["MEt3R"]
 
@@ -180,8 +180,7 @@ class MEt3R(Metric):
         if ref is None or ref.device != self.device:
             networks = self.__dict__.get("_networks") or {}
             # a user's networks: a scorer of this metric's own, never the per-process cache (keyed by name)
-            ref = MEt3RScorer.from_settings(self._settings, self.device, **networks) if networks else get_scorer(
-                self._settings, self.device)
+            ref = scorer_for(self._settings, self.device, networks)
             object.__setattr__(self, "_scorer_ref", ref)
         return ref
 

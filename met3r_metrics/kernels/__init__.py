@@ -17,38 +17,32 @@ Each dispatching function documents which path runs.
 from __future__ import annotations
 
 import functools
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import torch
 
+from ..switch import Switch
+
 __all__ = ["set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use"]
 
-_ENABLED = True
+#: The one switch of the fused kernels (shared shape with the CUDA graphs' switch: met3r_metrics.switch).
+_SWITCH = Switch("MET3R_DISABLE_TRITON")
 
 
 def set_enabled(flag: bool) -> None:
     """Module-level switch for the fused kernels (benchmarks compare with ``set_enabled(False)``)."""
-    global _ENABLED
-    _ENABLED = bool(flag)
+    _SWITCH.set_enabled(flag)
 
 
 def is_enabled() -> bool:
     """The switch is on and ``MET3R_DISABLE_TRITON`` is not ``"1"``."""
-    return _ENABLED and os.environ.get("MET3R_DISABLE_TRITON", "") != "1"
+    return _SWITCH.is_enabled()
 
 
-@contextmanager
-def enabled(flag: bool) -> Iterator[None]:
+def enabled(flag: bool) -> AbstractContextManager[None]:
     """Context manager form of :func:`set_enabled` (restores the previous value)."""
-    prev = _ENABLED
-    set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(prev)
+    return _SWITCH.enabled(flag)
 
 
 @functools.lru_cache(maxsize=None)
