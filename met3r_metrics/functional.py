@@ -1,7 +1,9 @@
 """The front door: every entry point reaches the scorer through :func:`score_views`.
 
->>> scores = met3r(images)                        # images (B, V, 3, H, W) in [-1, 1] -> (B,)
->>> details = met3r(images, return_details=True)  # SequenceScores with per-pair scores, overlap, ...
+::
+
+    scores = met3r(images)                        # images (B, V, 3, H, W) in [-1, 1] -> (B,)
+    details = met3r(images, return_details=True)  # SequenceScores with per-pair scores, overlap, ...
 
 The call chain is the same for all four entry points::
 
@@ -241,6 +243,21 @@ def met3r(
     Returns:
         (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
         ``images`` through the feature path (geometry is detached, as officially).
+
+    Example (the tiny random-weight networks of the golden data; the official weights give real scores):
+
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> import met3r_metrics
+    >>> from met3r_metrics.testing import tiny_met3r_kwargs
+    >>> golden = Path(met3r_metrics.__file__).resolve().parents[2] / "shared" / "golden"
+    >>> tiny = tiny_met3r_kwargs(golden, Path(tempfile.mkdtemp()))  # the tiny random-weight test networks
+    >>> images = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    >>> met3r(images, **tiny).round(decimals=3)
+    tensor([0.3940, 0.3460])
+    >>> details = met3r(images, "paper", return_details=True, **tiny)  # symmetric, both directions
+    >>> details.pair_scores.shape, details.pairs.tolist(), details.settings.symmetric
+    (torch.Size([2, 2]), [[0, 1], [1, 2]], True)
     """
     overrides, networks = custom_networks(given_geometry_defaults(overrides), scorer)
     settings = resolve(variant, base=scorer.settings if isinstance(scorer, MEt3RScorer) else None, **overrides)

@@ -21,13 +21,13 @@ Each frame is encoded and featurized once however many pairs it takes part in. T
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .directed_pairs import assemble, directed_items, record
 from .known_geometry import KnownGeometry
 from .networks import (
     build_networks, cached_scorer, canonical_device, check_backbone_identity, check_custom_networks, clear_scorer_cache,
@@ -45,9 +45,6 @@ from .stages.warp import warp_pairs
 
 __all__ = ["MEt3RScorer", "get_scorer", "scorer_for", "clear_scorer_cache", "render_size", "canonical_device", "precision_context",
            "stereo_identity", "check_backbone_identity"]
-
-Item = tuple[int, int, int, int, int]  # (sequence, pair index, direction, view a rendered into, view b)
-
 
 class MEt3RScorer(nn.Module):
     """Frozen networks + the MEt3R scoring pipeline for one :class:`~met3r_metrics.Settings`.
@@ -258,7 +255,7 @@ class MEt3RScorer(nn.Module):
                 "metric.img_size=input) to render at the input size",
                 stacklevel=3,
             )
-        pair_list, items, uses = _directed_items(s, b, v, pairs)
+        pair_list, items, uses = directed_items(s, b, v, pairs)
         source = self.geometry_source(geometry)
         keep = {"score", "overlap"} | ({"score_map", "overlap_mask"} if return_maps else set())
         keep |= {"renders"} if return_renders else set()
@@ -277,8 +274,8 @@ class MEt3RScorer(nn.Module):
                 ka, kb = [(bi, fa) for bi, _, _, fa, _ in chunk], [(bi, fb) for bi, _, _, _, fb in chunk]
                 pair_geometry = source.pairs([cache[k][1] for k in ka], [cache[k][1] for k in kb])
                 out = self._compare(pair_geometry, [cache[k][0] for k in ka], [cache[k][0] for k in kb], return_renders)
-                _record(results, chunk, out, keep, uses, cache)
-        return _assemble(results, s, b, pair_list, return_maps=return_maps, return_renders=return_renders)
+                record(results, chunk, out, keep, uses, cache)
+        return assemble(results, s, b, pair_list, return_maps=return_maps, return_renders=return_renders)
 
     def _compare(self, geo: PairGeometry, first: list[Tensor], second: list[Tensor], return_renders: bool) -> dict[str, Tensor]:
         """Both views of each pair brought onto view a (splatted, or warped along a flow), then scored."""
@@ -298,65 +295,6 @@ class MEt3RScorer(nn.Module):
     def extra_repr(self) -> str:
         s = self.settings
         return f"variant={s.variant!r}, backbone={s.backbone!r}, distance={s.distance!r}, img_size={s.img_size!r}"
-
-
-def _directed_items(
-    s: Settings, b: int, v: int, pairs: Sequence[tuple[int, int]] | Tensor | None
-) -> tuple[list[tuple[int, int]], list[Item], Counter]:
-    """Validated pairs, the directed work items (both directions when symmetric) and how many items use each
-    (sequence, frame)."""
-    if pairs is None:
-        pairs = s.pairs(v)
-    pair_list = [(int(i), int(j)) for i, j in (pairs.tolist() if isinstance(pairs, Tensor) else pairs)]
-    for i, j in pair_list:
-        if not (0 <= i < v and 0 <= j < v) or i == j:
-            raise ValueError(f"pairs: expected index pairs (i, j), i != j, in [0, {v}), got ({i}, {j})")
-    dirs = [0, 1] if s.symmetric else [0]
-    items = [(bi, pi, d, *(pair_list[pi] if d == 0 else pair_list[pi][::-1]))
-             for bi in range(b) for pi in range(len(pair_list)) for d in dirs]
-    return pair_list, items, Counter((bi, fv) for bi, _, _, fa, fb in items for fv in (fa, fb))
-
-
-def _record(results: dict, chunk: Sequence[Item], out: dict[str, Tensor], keep: set[str], uses: Counter, cache: dict) -> None:
-    """Store a chunk's per-item outputs (only what is returned: maps of long sequences would otherwise pile
-    up) and free the cached frames that no later item needs."""
-    kept = {k: t for k, t in out.items() if k in keep}
-    for k, (bi, pi, d, fa, fb) in enumerate(chunk):
-        results[(bi, pi, d)] = {name: t[k] for name, t in kept.items()}
-        for key in ((bi, fa), (bi, fb)):
-            uses[key] -= 1
-            if uses[key] == 0:
-                cache.pop(key, None)
-
-
-def _assemble(results: dict, s: Settings, b: int, pair_list: list[tuple[int, int]], *, return_maps: bool,
-              return_renders: bool) -> dict[str, Tensor]:
-    """Per directed item results -> :meth:`MEt3RScorer.score_sequences`' dict (symmetric mean, NaN on no
-    overlap, maps of both directions)."""
-    num_p = len(pair_list)
-
-    def gather(name: str, d: int) -> Tensor:
-        return torch.stack([torch.stack([results[(bi, pi, d)][name] for pi in range(num_p)]) for bi in range(b)])
-
-    fwd, overlap = gather("score", 0), gather("overlap", 0)
-    empty = overlap == 0
-    out: dict[str, Tensor] = {"pairs": torch.tensor(pair_list, dtype=torch.long).view(num_p, 2)}
-    scores = fwd
-    if s.symmetric:
-        rev, overlap_r = gather("score", 1), gather("overlap", 1)
-        empty = empty | (overlap_r == 0)
-        scores, overlap = 0.5 * (fwd + rev), 0.5 * (overlap + overlap_r)
-        out["forward_scores"], out["reverse_scores"] = fwd, rev
-    if s.nan_on_no_overlap:
-        scores = torch.where(empty, torch.full_like(scores, float("nan")), scores)
-    out.update(pair_scores=scores, overlap=overlap, no_overlap=empty)
-    if return_maps:
-        out["score_maps"], out["overlap_masks"] = gather("score_map", 0), gather("overlap_mask", 0)
-        if s.symmetric:
-            out["score_maps_reverse"], out["overlap_masks_reverse"] = gather("score_map", 1), gather("overlap_mask", 1)
-    if return_renders:
-        out["renders"] = gather("renders", 0)
-    return out
 
 
 def get_scorer(settings: Settings, device: torch.device | str | None = None) -> MEt3RScorer:

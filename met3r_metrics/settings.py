@@ -124,6 +124,16 @@ class Settings:
     ``Settings.from_variant("paper", radius=0.02)``; derive with :meth:`replace`. Every field below is
     a knob of :class:`~met3r_metrics.MEt3R`, :func:`~met3r_metrics.met3r`, ``met3r-eval metric.<field>``
     and the callback's ``metric_kwargs``; this class is the only list of them.
+
+    >>> s = Settings.paper(img_size=128)
+    >>> s.symmetric, s.backbone, s.overrides
+    (True, 'dust3r_512_dpt', ('img_size',))
+    >>> s.with_given_geometry().focal_source  # given cameras: their intrinsics are the focal source
+    'intrinsics'
+    >>> Settings.official(radius=-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: radius: ...
     """
 
     variant: str = _knob("official", "named variant the other fields start from: official | paper")

@@ -34,8 +34,8 @@ def score_pairs(first: Tensor, second: Tensor, mask: Tensor, settings: Settings,
     >>> a = torch.ones(1, 3, 2, 2)
     >>> mask = torch.tensor([[[True, True], [False, False]]])
     >>> out = score_pairs(a, -a, mask, Settings.official())
-    >>> round(out["score"].item(), 4), out["overlap"].item()
-    (1.0, 0.5)
+    >>> round(out["score"].item(), 4), out["overlap"].item()  # 1 - cos = 2 on the two masked pixels
+    (2.0, 0.5)
     """
     s = settings
     score, score_map = pair_scores(first, second, mask, s.distance, cosine_eps=s.cosine_eps, mask_eps=s.mask_eps,
