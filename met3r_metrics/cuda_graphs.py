@@ -27,7 +27,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -39,25 +38,12 @@ from .switch import Switch
 
 __all__ = ["GraphCache", "graphs_for", "set_enabled", "is_enabled", "enabled", "MAX_GRAPHS"]
 
-#: The one switch of graph replay (the same kind as the fused kernels' switch: met3r_metrics.switch).
+#: The one switch of graph replay (the fused kernels have one of the same kind: met3r_metrics.switch); its
+#: methods are the module's functions: ``with enabled(False):`` runs every stage eagerly inside the block.
 _SWITCH = Switch("MET3R_DISABLE_CUDA_GRAPHS")
+set_enabled, is_enabled, enabled = _SWITCH.set_enabled, _SWITCH.is_enabled, _SWITCH.enabled
 #: Graphs kept per cache; past it new keys run eagerly (bounds the number of static buffers).
 MAX_GRAPHS = 64
-
-
-def set_enabled(flag: bool) -> None:
-    """Switch graph capture/replay on or off for the whole process."""
-    _SWITCH.set_enabled(flag)
-
-
-def is_enabled() -> bool:
-    """The switch is on and ``MET3R_DISABLE_CUDA_GRAPHS`` is not ``"1"``."""
-    return _SWITCH.is_enabled()
-
-
-def enabled(flag: bool) -> AbstractContextManager[None]:
-    """``with enabled(False):`` runs every stage eagerly inside the block."""
-    return _SWITCH.enabled(flag)
 
 
 def _numerics_state(device: torch.device) -> tuple:

@@ -95,15 +95,12 @@ class MEt3R(Metric):
     Example (``MEt3R()`` with the official weights; here the tiny random-weight networks of the golden data,
     which give numbers of no meaning but run in a second on CPU):
 
-        >>> import tempfile, torch
+        >>> import tempfile, torch, met3r_metrics
         >>> from pathlib import Path
-        >>> import met3r_metrics
         >>> from met3r_metrics.testing import tiny_met3r_kwargs
-        >>> golden = Path(met3r_metrics.__file__).resolve().parents[2] / "shared" / "golden"
-        >>> tiny = tiny_met3r_kwargs(golden, Path(tempfile.mkdtemp()))  # the tiny random-weight test networks
-        >>> images = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-        >>> metric = MEt3R(**tiny)
-        >>> metric.update(images)  # (B, V, 3, H, W) in [-1, 1]
+        >>> metric = MEt3R(**tiny_met3r_kwargs(Path(met3r_metrics.__file__).resolve().parents[2] / "shared" / "golden",
+        ...                                    Path(tempfile.mkdtemp())))
+        >>> metric.update(torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)
         >>> round(metric.compute().item(), 3)
         0.37
         >>> metric.settings.variant, metric.higher_is_better

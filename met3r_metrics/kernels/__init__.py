@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from contextlib import AbstractContextManager
 
 import torch
 
@@ -26,23 +25,10 @@ from ..switch import Switch
 
 __all__ = ["set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use"]
 
-#: The one switch of the fused kernels (shared shape with the CUDA graphs' switch: met3r_metrics.switch).
+#: The one switch of the fused kernels (the CUDA graphs have one of the same kind: met3r_metrics.switch); its
+#: methods are the module's functions (benchmarks compare with ``set_enabled(False)``).
 _SWITCH = Switch("MET3R_DISABLE_TRITON")
-
-
-def set_enabled(flag: bool) -> None:
-    """Module-level switch for the fused kernels (benchmarks compare with ``set_enabled(False)``)."""
-    _SWITCH.set_enabled(flag)
-
-
-def is_enabled() -> bool:
-    """The switch is on and ``MET3R_DISABLE_TRITON`` is not ``"1"``."""
-    return _SWITCH.is_enabled()
-
-
-def enabled(flag: bool) -> AbstractContextManager[None]:
-    """Context manager form of :func:`set_enabled` (restores the previous value)."""
-    return _SWITCH.enabled(flag)
+set_enabled, is_enabled, enabled = _SWITCH.set_enabled, _SWITCH.is_enabled, _SWITCH.enabled
 
 
 @functools.lru_cache(maxsize=None)
