@@ -29,22 +29,19 @@ from torch import Tensor, nn
 
 from .directed_pairs import assemble, directed_items, record
 from .known_geometry import KnownGeometry
-from .networks import (
-    build_networks, cached_scorer, canonical_device, check_backbone_identity, check_custom_networks, clear_scorer_cache,
-    stereo_identity,
-)
+from .networks import build_networks, cached_scorer, canonical_device, check_custom_networks
+from .networks import check_backbone_identity, clear_scorer_cache, stereo_identity  # re-exported: their old home
 from .precision import network_autocast, precision_context, scoring_precision
 from .settings import Settings
 from .stages.distance import score_pairs
 from .stages.features import frame_features
-from .stages.geometry import (
-    CustomGeometry, FlowGeometry, GeometrySource, GivenGeometry, PairGeometry, StereoGeometry,
-)
+from .stages.geometry import CustomGeometry, FlowGeometry, GeometrySource, GivenGeometry, PairGeometry, StereoGeometry
 from .stages.splat import points_layout, render_size, splat_pairs
 from .stages.warp import warp_pairs
 
-__all__ = ["MEt3RScorer", "get_scorer", "scorer_for", "clear_scorer_cache", "render_size", "canonical_device", "precision_context",
-           "stereo_identity", "check_backbone_identity"]
+__all__ = ["MEt3RScorer", "get_scorer", "scorer_for", "clear_scorer_cache", "render_size", "canonical_device",
+           "precision_context", "stereo_identity", "check_backbone_identity"]
+
 
 class MEt3RScorer(nn.Module):
     """Frozen networks + the MEt3R scoring pipeline for one :class:`~met3r_metrics.Settings`.
