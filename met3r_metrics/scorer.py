@@ -80,6 +80,9 @@ class MEt3RScorer(nn.Module):
     True
     """
 
+    #: The stereo network's stage class (a subclass may swap it, e.g. the benchmarks' synthetic geometry).
+    stereo_stage: type[StereoGeometry] = StereoGeometry
+
     def __init__(
         self, settings: Settings, stereo: nn.Module | None, features: nn.Module | Any | None,
         lpips: nn.Module | None = None, *, geometry_net: Any | None = None, device: torch.device | str | None = None,
@@ -93,7 +96,7 @@ class MEt3RScorer(nn.Module):
         object.__setattr__(self, "geometry_net", geometry_net)
         self._device = canonical_device(device) if device is not None else None
         # the stereo stage is kept (not rebuilt per call), so a test can count what runs through it
-        self._stereo_geometry = StereoGeometry(stereo, settings.precision) if stereo is not None else None
+        self._stereo_geometry = self.stereo_stage(stereo, settings.precision) if stereo is not None else None
         if settings.uses_flow and flow is None:
             raise ValueError("flow: expected the RAFT network for backbone='raft', got None")
         if geometry_net is not None:  # the one check of a user's networks (met3r_metrics.networks)

@@ -4,6 +4,9 @@ the switch, the TF32 setter) hold."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -96,3 +99,22 @@ def test_set_tf32_goes_through_the_running_api() -> None:
             assert precision.tf32_flags() == (flag, flag)
     finally:
         matmul.fp32_precision, conv.fp32_precision = saved
+
+
+def test_the_loop_runs_the_scorer_class_s_stereo_stage(scorer: MEt3RScorer) -> None:
+    """benchmarks/synthetic.py swaps the stereo stage for one with a smooth synthetic surface: the scorer's
+    loop must run that stage (its geometry, not the network's), else the benchmarks time the wrong scene."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.synthetic import SyntheticGeometryScorer, smooth_surface_pair
+
+    x = load_file(str(golden_path("met3r", "inputs.safetensors")))["sq64"][:, :2].transpose(0, 1)[:1, :2]
+    synthetic = SyntheticGeometryScorer(scorer.settings.replace(symmetric=False), scorer.stereo, scorer.features)
+    out = synthetic.score_sequences(x)
+    got = out["pair_scores"]
+    pts, conf = smooth_surface_pair(1, 64, 64, torch.device("cpu"))
+    feats = synthetic.frame_features(x[0])
+    want = synthetic.render_pairs(pts, conf, points_layout([feats[0]], [feats[1]]))
+    torch.testing.assert_close(got[0], want["score"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["overlap"][0], want["overlap"], rtol=0, atol=0)
+    plain = scorer.with_settings(synthetic.settings).score_sequences(x)
+    assert (out["overlap"] - plain["overlap"]).abs().max() > 0.01  # another scene: another overlap
