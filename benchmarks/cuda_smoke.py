@@ -27,10 +27,10 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     from met3r_metrics import MEt3R, met3r
+    from met3r_metrics.precision import set_tf32, tf32_flags
     from met3r_metrics.testing import tiny_met3r_kwargs
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    set_tf32(False)  # through the running torch's TF32 API (met3r_metrics.precision)
     kw = tiny_met3r_kwargs(Path(args.golden), Path(tempfile.mkdtemp()))
     g = torch.Generator().manual_seed(0)
     seqs = torch.rand(3, 4, 3, 64, 64, generator=g) * 2 - 1
@@ -63,12 +63,12 @@ def main() -> None:
     # precision pins TF32 per call: a caller's global TF32 does not change an fp32 number
     ref = met3r(seqs.cuda(), **kw, precision="fp32")
     res["default_precision"] = Settings.official().precision
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    set_tf32(True)
     res["fp32_under_global_tf32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="fp32") - ref).abs().max())
     res["default_vs_fp32_max_abs_diff"] = float((met3r(seqs.cuda(), **kw) - ref).abs().max())
     res["tf32_setting_max_abs_diff"] = float((met3r(seqs.cuda(), **kw, precision="tf32") - ref).abs().max())
-    res["global_tf32_restored"] = bool(torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    res["global_tf32_restored"] = tf32_flags() == (True, True)
+    set_tf32(False)
 
     # CUDA graphs: the network stages replayed from captured graphs give the eager numbers
     from met3r_metrics import cuda_graphs

@@ -33,6 +33,7 @@ from benchmarks.synthetic import build_scorer, random_networks, smooth_surface_p
 from benchmarks.timing import event_ms as _event_ms  # noqa: E402
 from met3r_metrics.distances import pair_scores  # noqa: E402
 from met3r_metrics.geometry import canonical_pointmap, estimate_focal, focal_to_ndc  # noqa: E402
+from met3r_metrics.precision import set_tf32  # noqa: E402
 from met3r_metrics.render import alpha_composite, project_points, rasterize_points  # noqa: E402
 from met3r_metrics.render_reference import naive_rasterize_points  # noqa: E402
 
@@ -44,9 +45,7 @@ BACKBONES = {"official": "mast3r_512_catmlpdpt_metric", "paper": "dust3r_512_dpt
 def set_precision(mode: str) -> dict:
     """Global TF32 switches for ``mode`` (for the stages timed outside the scorer); returns the settings
     override (the scorer pins TF32 itself from ``precision``)."""
-    tf32 = mode in ("tf32", "bf16")
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    set_tf32(mode in ("tf32", "bf16"))  # through the running torch's TF32 API (met3r_metrics.precision)
     return {"precision": mode}
 
 
@@ -88,11 +87,11 @@ def ceilings() -> dict:
     b = torch.randn(n, n, device=DEV)
     out = {}
     for name, dt, tf32 in (("bf16", torch.bfloat16, False), ("tf32", torch.float32, True), ("fp32", torch.float32, False)):
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        set_tf32(tf32)
         x, y = a.to(dt), b.to(dt)
         ms = event_ms(lambda: x @ y, reps=5)
         out[f"{name}_tflops"] = 2 * n**3 / (ms / 1e3) / 1e12
-    torch.backends.cuda.matmul.allow_tf32 = False
+    set_tf32(False)
     return out
 
 
@@ -396,10 +395,10 @@ def toggle_rows(nets, module, attr: str, values: tuple, configs: tuple, key: str
 
 
 def feature_frame_rows(nets) -> list[dict]:
-    """Frames per feature-network call (``scorer.FEATURE_FRAMES``)."""
-    from met3r_metrics import scorer as scorer_mod
+    """Frames per feature-network call (``stages.features.FEATURE_FRAMES``)."""
+    from met3r_metrics.stages import features as features_mod
 
-    return toggle_rows(nets, scorer_mod, "FEATURE_FRAMES", (4, 8, 1000), ((256, 16, 8), (256, 16, 16), (512, 4, 8)),
+    return toggle_rows(nets, features_mod, "FEATURE_FRAMES", (4, 8, 1000), ((256, 16, 8), (256, 16, 16), (512, 4, 8)),
                        "feature_frames")
 
 

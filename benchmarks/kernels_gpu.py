@@ -35,6 +35,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import met3r_metrics.kernels as kernels  # noqa: E402
+from met3r_metrics.precision import set_tf32  # noqa: E402
 from met3r_metrics.models.adaptive_conv import _forward, adaptive_conv_taps  # noqa: E402
 from met3r_metrics.models.featup import JBULearnedRange, JBUStack, _use_triton_bicubic  # noqa: E402
 from met3r_metrics.render import alpha_composite  # noqa: E402
@@ -100,8 +101,7 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("kernels_gpu.py needs a CUDA device")
     dev = torch.device("cuda")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    set_tf32(False)  # through the running torch's TF32 API (met3r_metrics.precision)
     assert kernels.triton_available(dev), "triton does not import"
     import triton
 

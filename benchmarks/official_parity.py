@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from met3r_metrics import met3r  # noqa: E402
 from met3r_metrics.models.dino import DinoFeaturizer  # noqa: E402
 from met3r_metrics.models.featup import UpsampledDino, build_upsampler, to_official_key  # noqa: E402
+from met3r_metrics.precision import set_tf32  # noqa: E402
 from met3r_metrics.scorer import MEt3RScorer  # noqa: E402
 from met3r_metrics.settings import Settings  # noqa: E402
 from met3r_metrics.weights import load_featup_dino  # noqa: E402
@@ -206,8 +207,7 @@ def compare(ref: str, size: tuple[int, int], device: torch.device, ckpt: str, st
     m = official_model(ref, state, size, device)
     ours_feats = load_featup_dino(ckpt, device=device)
     precision = "tf32" if tf32 else "fp32"
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
+    set_tf32(tf32)  # through the running torch's TF32 API (met3r_metrics.precision)
     rows = {}
     with torch.no_grad():
         # official end to end (its forward, unmodified), with its JBU steps recorded

@@ -18,6 +18,7 @@ from met3r_metrics.models.dust3r import build_stereo_model
 from met3r_metrics.models.featup import UpsampledDino, build_upsampler
 from met3r_metrics.scorer import MEt3RScorer
 from met3r_metrics.settings import Settings
+from met3r_metrics.stages.geometry import StereoGeometry
 from met3r_metrics.weights import CHECKPOINTS
 
 
@@ -33,18 +34,24 @@ def random_networks(backbone: str, device: torch.device) -> tuple[nn.Module, nn.
     return _frozen(stereo, device), _frozen(feats, device)
 
 
-class SyntheticGeometryScorer(MEt3RScorer):
-    """A scorer whose decoder runs for real, after which the point maps are swapped for a smooth surface.
-
-    Every stage keeps its real cost (encoder, decoder, heads, features, upsampler, focal, splatting,
-    compositing, score); only the geometry the splatting sees is the plausible synthetic one.
-    """
+class SyntheticStereoGeometry(StereoGeometry):
+    """The stereo stage whose decoder runs for real, after which the point maps are swapped for a smooth surface."""
 
     @torch.no_grad()
     def decode(self, tok1, pos1, tok2, pos2, shape):  # type: ignore[override]
         pts, conf = super().decode(tok1, pos1, tok2, pos2, shape)
         geo = smooth_surface_pair(pts.shape[0], shape[0], shape[1], pts.device)
         return geo
+
+
+class SyntheticGeometryScorer(MEt3RScorer):
+    """A scorer whose stereo stage is :class:`SyntheticStereoGeometry`.
+
+    Every stage keeps its real cost (encoder, decoder, heads, features, upsampler, focal, splatting,
+    compositing, score); only the geometry the splatting sees is the plausible synthetic one.
+    """
+
+    stereo_stage = SyntheticStereoGeometry
 
 
 def build_scorer(variant: str, stereo: nn.Module, feats: nn.Module, synthetic: bool, **overrides) -> MEt3RScorer:

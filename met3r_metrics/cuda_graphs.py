@@ -18,57 +18,37 @@ How a stage runs through :meth:`GraphCache.run`:
 * stages that need autograd (inputs requiring grad with grad enabled) always run eagerly;
 * a capture that fails (an op that cannot be captured) marks the key eager-only, with one warning.
 
-Switch off with ``MET3R_DISABLE_CUDA_GRAPHS=1`` or :func:`set_enabled` / :func:`enabled`.
+Switch off with ``MET3R_DISABLE_CUDA_GRAPHS=1`` (read at each call) or :func:`set_enabled` / :func:`enabled`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from . import kernels
+from .precision import autocast_state, tf32_flags
+from .switch import Switch
+
 __all__ = ["GraphCache", "graphs_for", "set_enabled", "is_enabled", "enabled", "MAX_GRAPHS"]
 
-_ENABLED = os.environ.get("MET3R_DISABLE_CUDA_GRAPHS", "") in ("", "0")
+#: The one switch of graph replay (the fused kernels have one of the same kind: met3r_metrics.switch); its
+#: methods are the module's functions: ``with enabled(False):`` runs every stage eagerly inside the block.
+_SWITCH = Switch("MET3R_DISABLE_CUDA_GRAPHS")
+set_enabled, is_enabled, enabled = _SWITCH.set_enabled, _SWITCH.is_enabled, _SWITCH.enabled
 #: Graphs kept per cache; past it new keys run eagerly (bounds the number of static buffers).
 MAX_GRAPHS = 64
 
 
-def set_enabled(flag: bool) -> None:
-    """Switch graph capture/replay on or off for the whole process."""
-    global _ENABLED
-    _ENABLED = bool(flag)
-
-
-def is_enabled() -> bool:
-    return _ENABLED
-
-
-@contextlib.contextmanager
-def enabled(flag: bool) -> Iterator[None]:
-    """``with enabled(False):`` runs every stage eagerly inside the block."""
-    saved = _ENABLED
-    set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(saved)
-
-
 def _numerics_state(device: torch.device) -> tuple:
-    from . import kernels
-    from .precision import tf32_flags  # the running torch's TF32 API: the legacy flags raise after the new one
-
-    autocast = torch.is_autocast_enabled(device.type)
-    dtype = torch.get_autocast_dtype(device.type) if autocast else None
-    return (autocast, dtype, *tf32_flags(), kernels.is_enabled())
+    """The numerics a captured program depends on: autocast (on, dtype), the TF32 switches, Triton on/off."""
+    return (*autocast_state(device), *tf32_flags(), kernels.is_enabled())
 
 
 class _Captured:
@@ -146,7 +126,7 @@ class GraphCache:
             return captured(args)
 
     def _capturable(self, args: Sequence[Tensor]) -> bool:
-        if not _ENABLED or not args or not all(isinstance(a, Tensor) for a in args):
+        if not is_enabled() or not args or not all(isinstance(a, Tensor) for a in args):
             return False
         if isinstance(self.backend, _CudaBackend) and not all(a.is_cuda for a in args):
             return False

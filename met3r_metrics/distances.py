@@ -34,10 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .settings import DISTANCES, RGB_FORMULAS
+
 __all__ = ["score_map", "masked_mean", "pair_scores", "pair_data_range", "HIGHER_IS_BETTER", "RGB_FORMULAS"]
 
-HIGHER_IS_BETTER = {"cosine": False, "mse": False, "rmse": False, "psnr": True, "ssim": True, "lpips": False}
-RGB_FORMULAS = ("official", "standard")
+#: Direction of each distance, read from its one definition (:data:`met3r_metrics.settings.DISTANCES`).
+HIGHER_IS_BETTER = {name: info.higher_is_better for name, info in DISTANCES.items()}
 _OFFICIAL_PSNR_PEAK = 255.0
 _OFFICIAL_PSNR_EPS = 1e-5
 _PSNR_FLOOR = 1e-10  # identical renders -> 100 dB instead of inf

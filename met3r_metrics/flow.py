@@ -19,18 +19,17 @@ map to (B, B, 1, h, w), so its (B, 1) result gives each pair the batch mean (gol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .distances import pair_scores
+from .settings import FLOW_MASKS
 
 __all__ = ["FLOW_MASKS", "flow_pair_scores", "official_batch_mixed_score", "warp_backward"]
 
-#: ``official``: the mask computed after the clamp (always valid); ``in_bounds``: before it.
-FLOW_MASKS = ("official", "in_bounds")
 _MASK_THRESHOLD = 0.999
 
 
@@ -79,33 +78,25 @@ def warp_backward(source: Tensor, flow: Tensor, *, mask: str = "official") -> tu
 
 
 def flow_pair_scores(
-    view1: Tensor,
-    view2: Tensor,
-    flow: Tensor,
-    distance: str = "cosine",
-    *,
-    mask: str = "official",
-    cosine_eps: float = 1e-5,
-    mask_eps: float = 1e-5,
-    rgb_formulas: str = "official",
-    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
+    view1: Tensor, view2: Tensor, flow: Tensor, distance: str = "cosine", *, mask: str = "official", **distance_kwargs: Any,
 ) -> dict[str, Tensor]:
     """Scores of pairs on the flow path: view 1 against view 2 warped onto it.
 
     Args:
         view1, view2: (N, C, H, W) features (cosine) or RGB (in the range the caller chose) of the two views.
         flow: (N, 2, H, W) flow from view 1 to view 2, pixels.
-        distance, cosine_eps, mask_eps, rgb_formulas, lpips: as :func:`met3r_metrics.distances.pair_scores`
-            (lpips receives ``2 x - 1`` of what it is given, as the official call).
+        distance: as :func:`met3r_metrics.distances.pair_scores`.
         mask: see :func:`warp_backward`.
+        **distance_kwargs: ``cosine_eps``, ``mask_eps``, ``rgb_formulas``, ``lpips`` of
+            :func:`met3r_metrics.distances.pair_scores` (lpips receives ``2 x - 1`` of what it is given, as the
+            official call).
 
     Returns:
         dict with ``score`` (N,), ``score_map`` (N, H, W), ``mask`` (N, H, W) bool, ``overlap`` (N,) fraction of
         valid pixels, ``warped`` (N, C, H, W).
     """
     warped, valid = warp_backward(view2, flow, mask=mask)
-    score, score_map = pair_scores(view1, warped, valid, distance, cosine_eps=cosine_eps, mask_eps=mask_eps,
-                                   rgb_formulas=rgb_formulas, lpips=lpips)
+    score, score_map = pair_scores(view1, warped, valid, distance, **distance_kwargs)
     return {"score": score, "score_map": score_map, "mask": valid, "overlap": valid.float().mean((-2, -1)),
             "warped": warped}
 

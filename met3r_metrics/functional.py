@@ -1,7 +1,9 @@
 """The front door: every entry point reaches the scorer through :func:`score_views`.
 
->>> scores = met3r(images)                        # images (B, V, 3, H, W) in [-1, 1] -> (B,)
->>> details = met3r(images, return_details=True)  # SequenceScores with per-pair scores, overlap, ...
+::
+
+    scores = met3r(images)                        # images (B, V, 3, H, W) in [-1, 1] -> (B,)
+    details = met3r(images, return_details=True)  # SequenceScores with per-pair scores, overlap, ...
 
 The call chain is the same for all four entry points::
 
@@ -9,7 +11,8 @@ The call chain is the same for all four entry points::
         -> settings.resolve (variant + overrides -> Settings)    [met3r, MEt3R.__init__, CLI]
         -> score_views: validate_images -> Settings.pairs -> scorer.score_sequences -> SequenceScores
 
-The frozen networks come from a process-level cache (:func:`met3r_metrics.scorer.get_scorer`)
+The frozen networks come from a process-level cache (:func:`met3r_metrics.scorer.get_scorer`, built by
+:mod:`met3r_metrics.networks`)
 keyed by settings and device, so repeated calls do not rebuild them; pass ``scorer=`` to use a
 scorer you built yourself.
 
@@ -31,8 +34,8 @@ from torch import Tensor
 
 from .inputs import validate_images
 from .known_geometry import KnownGeometry
-from .scorer import MEt3RScorer, get_scorer
-from .settings import CUSTOM_PREFIX, Settings, resolve
+from .scorer import MEt3RScorer, scorer_for
+from .settings import CUSTOM_PREFIX, Settings, given_geometry_defaults, resolve
 
 __all__ = ["met3r", "score_views", "SequenceScores", "sequence_means", "custom_networks", "network_name",
            "given_geometry_defaults"]
@@ -118,14 +121,6 @@ def custom_networks(overrides: dict[str, Any], scorer: Any = None) -> tuple[dict
     return out, nets
 
 
-def given_geometry_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``geometry="given"`` without ``focal_source`` means the given cameras' intrinsics (the only focal
-    source that settings allow with it), so ``MEt3R(geometry="given")`` needs no second argument."""
-    if overrides.get("geometry") == "given" and "focal_source" not in overrides:
-        return {**overrides, "focal_source": "intrinsics"}
-    return overrides
-
-
 def _check_geometry(geometry: Any, x: Tensor) -> KnownGeometry:
     if not isinstance(geometry, KnownGeometry):
         raise TypeError(f"geometry: expected None or a met3r_metrics.KnownGeometry (KnownGeometry.from_depth / "
@@ -183,7 +178,7 @@ def score_views(
     x = validate_images(images, settings, normalize=normalize, device=device)
     if geometry is not None:
         geometry = _check_geometry(geometry, x)
-        settings = settings.replace(geometry="given", focal_source="intrinsics")
+        settings = settings.with_given_geometry()
     elif settings.geometry == "given":
         raise ValueError("geometry: expected a KnownGeometry with settings geometry='given', got None")
     pair_list = list(pairs) if pairs is not None else settings.pairs(x.shape[1])
@@ -192,12 +187,7 @@ def score_views(
             f"images: expected at least {settings.pair_gap + 1} views for pairing={settings.pairing!r} with "
             f"pair_gap={settings.pair_gap}, got V={x.shape[1]}"
         )
-    if scorer is not None:
-        sc = scorer.with_settings(settings)
-    elif networks or settings.custom_backbone or settings.custom_features:
-        sc = MEt3RScorer.from_settings(settings, x.device, **(networks or {}))
-    else:
-        sc = get_scorer(settings, x.device)
+    sc = scorer.with_settings(settings) if scorer is not None else scorer_for(settings, x.device, networks)
     _check_network_devices(sc, x.device)
     out = sc.score_sequences(x, pair_list, return_maps=return_maps, geometry=geometry, return_renders=return_renders)
     return SequenceScores(
@@ -260,6 +250,21 @@ def met3r(
     Returns:
         (B,) per-sequence scores, or :class:`SequenceScores`. Differentiable w.r.t. float
         ``images`` through the feature path (geometry is detached, as officially).
+
+    Example (the tiny random-weight networks of the golden data; the official weights give real scores):
+
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> import met3r_metrics
+    >>> from met3r_metrics.testing import tiny_met3r_kwargs
+    >>> golden = Path(met3r_metrics.__file__).resolve().parents[2] / "shared" / "golden"
+    >>> tiny = tiny_met3r_kwargs(golden, Path(tempfile.mkdtemp()))  # the tiny random-weight test networks
+    >>> images = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    >>> met3r(images, **tiny).round(decimals=3)
+    tensor([0.3940, 0.3460])
+    >>> details = met3r(images, "paper", return_details=True, **tiny)  # symmetric, both directions
+    >>> details.pair_scores.shape, details.pairs.tolist(), details.settings.symmetric
+    (torch.Size([2, 2]), [[0, 1], [1, 2]], True)
     """
     overrides, networks = custom_networks(given_geometry_defaults(overrides), scorer)
     settings = resolve(variant, base=scorer.settings if isinstance(scorer, MEt3RScorer) else None, **overrides)

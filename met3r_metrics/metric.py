@@ -36,10 +36,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from .functional import custom_networks, given_geometry_defaults, score_views
+from .functional import custom_networks, score_views
 from .known_geometry import KnownGeometry
-from .scorer import MEt3RScorer, get_scorer
-from .settings import DISTANCES, FIELDS, Settings, resolve
+from .scorer import MEt3RScorer, scorer_for
+from .settings import DISTANCES, FIELDS, Settings, given_geometry_defaults, resolve
 
 __all__ = ["MEt3R"]
 
@@ -92,10 +92,19 @@ class MEt3R(Metric):
     ``higher_is_better``, ``plot_lower_bound`` and ``plot_upper_bound`` follow ``distance``: PSNR
     and SSIM are similarities (higher is better), cosine / mse / rmse / lpips dissimilarities.
 
-    Example:
-        >>> metric = MEt3R()                       # doctest: +SKIP
-        >>> metric.update(views)                   # (B, V, 3, H, W) in [-1, 1]
-        >>> metric.compute()                       # scalar tensor
+    Example (``MEt3R()`` with the official weights; here the tiny random-weight networks of the golden data,
+    which give numbers of no meaning but run in a second on CPU):
+
+        >>> import tempfile, torch, met3r_metrics
+        >>> from pathlib import Path
+        >>> from met3r_metrics.testing import tiny_met3r_kwargs
+        >>> metric = MEt3R(**tiny_met3r_kwargs(Path(met3r_metrics.__file__).resolve().parents[2] / "shared" / "golden",
+        ...                                    Path(tempfile.mkdtemp())))
+        >>> metric.update(torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+        >>> round(metric.compute().item(), 3)
+        0.37
+        >>> metric.settings.variant, metric.higher_is_better
+        ('official', False)
     """
 
     is_differentiable: bool = True
@@ -180,8 +189,7 @@ class MEt3R(Metric):
         if ref is None or ref.device != self.device:
             networks = self.__dict__.get("_networks") or {}
             # a user's networks: a scorer of this metric's own, never the per-process cache (keyed by name)
-            ref = MEt3RScorer.from_settings(self._settings, self.device, **networks) if networks else get_scorer(
-                self._settings, self.device)
+            ref = scorer_for(self._settings, self.device, networks)
             object.__setattr__(self, "_scorer_ref", ref)
         return ref
 

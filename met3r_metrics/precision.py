@@ -1,4 +1,13 @@
-"""TF32 switches read and pinned through the API the running torch uses, never a mix of two.
+"""MEt3R's one precision policy: TF32 switches read and pinned through the API the running torch uses (never a
+mix of two), and the bfloat16 autocast of the networks.
+
+Who uses it: the scorer (:func:`scoring_precision` around a call, :func:`network_autocast` around each
+network), the CUDA-graph key (:func:`autocast_state`, :func:`tf32_flags`) and the benchmarks
+(:func:`set_tf32` for a process-wide switch such as the official module's).
+
+The policy of ``Settings.precision``: ``fp32`` TF32 off (a caller's global TF32 must not change the recorded
+numbers); ``tf32`` TF32 on; ``bf16`` TF32 on and the networks under bfloat16 autocast. Geometry glue, splatting
+and distances always run in float32 (autocast off).
 
 torch >= 2.9 has per-backend ``fp32_precision`` strings (``torch.backends.cuda.matmul.fp32_precision``,
 ``torch.backends.cudnn.conv.fp32_precision``: ``"tf32"`` / ``"ieee"``, ``"none"`` = inherit). Once a user
@@ -14,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-__all__ = ["new_api", "tf32_flags", "pinned_tf32"]
+__all__ = ["new_api", "tf32_flags", "pinned_tf32", "set_tf32", "precision_context", "scoring_precision",
+           "network_autocast", "autocast_state"]
 
 
 def new_api() -> bool:
@@ -37,6 +48,21 @@ def tf32_flags() -> tuple[bool, bool]:
     return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
 
 
+def _targets(enabled: bool) -> tuple[object, list[tuple[object, str]]]:
+    """(the wanted value, the (object, attribute) switches) of the running torch's TF32 API."""
+    if new_api():
+        return ("tf32" if enabled else "ieee"), [(k, "fp32_precision") for k in _knobs()]
+    return bool(enabled), [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
+def set_tf32(enabled: bool) -> None:
+    """Switch TF32 on or off process-wide for cuBLAS matmul and cuDNN convolution (what a benchmark of the
+    official code, which switches TF32 on at import, needs); the scorer never calls it."""
+    want, targets = _targets(enabled)
+    for obj, attr in targets:
+        setattr(obj, attr, want)
+
+
 @contextlib.contextmanager
 def pinned_tf32(enabled: bool) -> Iterator[None]:
     """TF32 on (``enabled``) or off for cuBLAS matmul and cuDNN convolution inside the block, restored on exit.
@@ -45,12 +71,7 @@ def pinned_tf32(enabled: bool) -> Iterator[None]:
     caller whose switches already match.
     """
     changed: list[tuple[object, str, object]] = []
-    if new_api():
-        want: object = "tf32" if enabled else "ieee"
-        targets = [(k, "fp32_precision") for k in _knobs()]
-    else:
-        want = bool(enabled)
-        targets = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+    want, targets = _targets(enabled)
     try:
         for obj, attr in targets:
             old = getattr(obj, attr)
@@ -61,3 +82,40 @@ def pinned_tf32(enabled: bool) -> Iterator[None]:
     finally:
         for obj, attr, old in reversed(changed):
             setattr(obj, attr, old)
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The float32 matmul/convolution mode of ``precision`` for one scoring call, restored on exit.
+
+    fp32 switches TF32 off; tf32 and bf16 switch it on (bf16's autocast is :func:`network_autocast`).
+    Nothing is pinned off CUDA: TF32 is a CUDA notion.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    with pinned_tf32(precision != "fp32"):
+        yield
+
+
+@contextlib.contextmanager
+def scoring_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """What one scoring call runs under: autocast off (a caller's mixed precision must not leak into the
+    geometry glue, splatting and distances) and the TF32 mode of ``precision``."""
+    with torch.autocast(device_type=device.type, enabled=False), precision_context(precision, device):
+        yield
+
+
+def network_autocast(precision: str, device: torch.device) -> Any:
+    """bfloat16 autocast for a network call when ``precision="bf16"``; float32 (autocast off) otherwise.
+
+    No cast cache: a captured CUDA graph must cast the weights itself, not read a cached copy freed later.
+    """
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                          cache_enabled=False)
+
+
+def autocast_state(device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """(autocast on, its dtype or None) for ``device``'s type: the autocast part of a CUDA-graph key."""
+    on = torch.is_autocast_enabled(device.type)
+    return on, torch.get_autocast_dtype(device.type) if on else None

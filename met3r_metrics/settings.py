@@ -40,6 +40,8 @@ __all__ = [
     "DistanceInfo",
     "make_pairs",
     "resolve",
+    "given_geometry_defaults",
+    "GIVEN_GEOMETRY",
 ]
 
 #: Short names accepted for ``backbone``; the value is the checkpoint registry name in
@@ -57,6 +59,10 @@ GEOMETRY_SOURCES = ("network", "given")
 #: estimate: MEt3R's focal estimate from the point maps (focal_convention applies); intrinsics: the pixel
 #: intrinsics of the given cameras (or of a custom geometry network that returns them), principal point included.
 FOCAL_SOURCES = ("estimate", "intrinsics")
+#: What ``geometry="given"`` means (the one place of the rule): the given cameras' pixel intrinsics are the
+#: focal source. Validation requires it, the front door records it (:func:`given_geometry_defaults`,
+#: :meth:`Settings.with_given_geometry`).
+GIVEN_GEOMETRY: dict[str, str] = {"geometry": "given", "focal_source": "intrinsics"}
 #: ``backbone`` / ``feature_backbone`` of a user's network (callable / nn.Module): ``custom:<its name>``.
 CUSTOM_PREFIX = "custom:"
 #: fp32: float32 networks with TF32 off (reference numbers); tf32: TF32 matmuls/convolutions on CUDA;
@@ -118,6 +124,16 @@ class Settings:
     ``Settings.from_variant("paper", radius=0.02)``; derive with :meth:`replace`. Every field below is
     a knob of :class:`~met3r_metrics.MEt3R`, :func:`~met3r_metrics.met3r`, ``met3r-eval metric.<field>``
     and the callback's ``metric_kwargs``; this class is the only list of them.
+
+    >>> s = Settings.paper(img_size=128)
+    >>> s.symmetric, s.backbone, s.overrides
+    (True, 'dust3r_512_dpt', ('img_size',))
+    >>> s.with_given_geometry().focal_source  # given cameras: their intrinsics are the focal source
+    'intrinsics'
+    >>> Settings.official(radius=-1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: radius: ...
     """
 
     variant: str = _knob("official", "named variant the other fields start from: official | paper")
@@ -243,7 +259,7 @@ class Settings:
         if self.geometry == "given" and self.backbone == "raft":
             raise _err("geometry", "'network' with backbone='raft' (its flow has no point maps for given cameras to "
                        "replace)", self.geometry)
-        if self.geometry == "given" and self.focal_source != "intrinsics":
+        if self.geometry == GIVEN_GEOMETRY["geometry"] and self.focal_source != GIVEN_GEOMETRY["focal_source"]:
             raise _err("focal_source", "'intrinsics' with geometry='given' (the given cameras' intrinsics)", self.focal_source)
         if self.focal_source == "intrinsics" and self.geometry == "network" and not _is_custom(self.backbone):
             raise _err("focal_source", f"'estimate' for backbone={self.backbone!r} (intrinsics come only with "
@@ -292,6 +308,10 @@ class Settings:
     def custom_features(self) -> bool:
         """Whether ``feature_backbone`` names a user's feature network (``custom:<name>``), passed as a module."""
         return _is_custom(self.feature_backbone)
+
+    def with_given_geometry(self) -> Settings:
+        """These settings scoring given cameras: ``geometry="given"`` with their intrinsics as focal source."""
+        return self.replace(**GIVEN_GEOMETRY)
 
     @property
     def uses_flow(self) -> bool:
@@ -453,6 +473,14 @@ def resolve(variant: str | Settings | None = None, base: Settings | None = None,
     else:
         raise _err("variant", f"None, one of {sorted(VARIANTS)} or a Settings", variant)
     return start.replace(**overrides) if overrides else start
+
+
+def given_geometry_defaults(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``geometry="given"`` without ``focal_source`` means the given cameras' intrinsics (the only focal
+    source that settings allow with it), so ``MEt3R(geometry="given")`` needs no second argument."""
+    if overrides.get("geometry") == GIVEN_GEOMETRY["geometry"] and "focal_source" not in overrides:
+        return {**overrides, "focal_source": GIVEN_GEOMETRY["focal_source"]}
+    return overrides
 
 
 def make_pairs(num_views: int, pairing: str = "consecutive", gap: int = 1) -> list[tuple[int, int]]:

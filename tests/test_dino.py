@@ -124,7 +124,7 @@ class _ForeignTensor(torch.Tensor):
 def test_refused_feature_checkpoint_names_argument_and_file(tmp_path, official_d2) -> None:
     """Weights needing a foreign class are refused in one line naming the metric's argument and the file,
     with no advice to switch weights_only off."""
-    from met3r_metrics.scorer import _load_features
+    from met3r_metrics.networks import _load_features
 
     sd = dict(official_d2)
     sd["upsampler.up1.range_temp"] = sd["upsampler.up1.range_temp"].as_subclass(_ForeignTensor)

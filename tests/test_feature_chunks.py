@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from met3r_metrics import met3r, scorer as scorer_mod
+from met3r_metrics import met3r
+from met3r_metrics.stages import features as features_mod
 from met3r_metrics.scorer import get_scorer
 from met3r_metrics.settings import resolve
 from met3r_metrics.testing import tiny_met3r_kwargs
@@ -13,13 +14,13 @@ from met3r_metrics.testing import tiny_met3r_kwargs
 def test_feature_frames_per_call_do_not_change_the_scores(golden_root, tmp_path, monkeypatch):
     settings = resolve("official", **tiny_met3r_kwargs(golden_root, tmp_path))
     x = torch.rand(2, 5, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    monkeypatch.setattr(scorer_mod, "FEATURE_FRAMES", 1000)
+    monkeypatch.setattr(features_mod, "FEATURE_FRAMES", 1000)
     whole = met3r(x, settings, return_details=True).pair_scores
     calls = []
     features = get_scorer(settings).features
     hook = features.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
-        monkeypatch.setattr(scorer_mod, "FEATURE_FRAMES", 3)
+        monkeypatch.setattr(features_mod, "FEATURE_FRAMES", 3)
         chunked = met3r(x, settings, return_details=True).pair_scores
     finally:
         hook.remove()

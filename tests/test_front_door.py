@@ -185,7 +185,7 @@ def test_set_dtype_and_frozen_container(kw):
 
 # 9 ------------------------------------------------------------------------------------------------
 def test_one_cache_entry_per_gpu(monkeypatch, kw):
-    import met3r_metrics.scorer as scorer_mod
+    import met3r_metrics.networks as networks_mod
 
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match=r"^device: expected an available device, got 'cuda' \(torch.cuda"):
@@ -195,7 +195,7 @@ def test_one_cache_entry_per_gpu(monkeypatch, kw):
     assert canonical_device("cuda") == canonical_device("cuda:0") == torch.device("cuda", 0)
     built = []
     monkeypatch.setattr(MEt3RScorer, "from_settings", classmethod(lambda cls, s, d: built.append(d) or object()))
-    monkeypatch.setattr(scorer_mod, "_SCORERS", {})
+    monkeypatch.setattr(networks_mod, "_SCORERS", {})
     s = Settings.official(**kw)
     assert get_scorer(s, "cuda") is get_scorer(s, "cuda:0") and built == [torch.device("cuda", 0)]
 

@@ -92,3 +92,51 @@ def test_old_loader_import_path_is_the_weights_function() -> None:
 
     assert featup.load_featup_dino is weights.load_featup_dino
     assert featup.load_dino_featurizer is weights.load_dino_featurizer
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules)[0] for name, path in modules.items()}
+
+
+def test_the_data_flow_is_never_reached_back_up() -> None:
+    """stages/ never import the scorer or the network builder; networks.py never imports the stages or the
+    scorer; models/ and weights/ never import any of the three (the layers of issue 23)."""
+    graph = _graph()
+    pkg = "met3r_metrics."
+    upper = {"stages": (pkg + "scorer", pkg + "networks"), "networks": (pkg + "stages", pkg + "scorer"),
+             "models": (pkg + "scorer", pkg + "networks", pkg + "stages"),
+             "weights": (pkg + "scorer", pkg + "networks", pkg + "stages")}
+    seen = set()
+    for name, deps in graph.items():
+        layer = name[len(pkg):].split(".")[0] if name.startswith(pkg) else None
+        for banned in upper.get(layer, ()):
+            seen.add(layer)
+            bad = sorted(d for d in deps if d == banned or d.startswith(banned + "."))
+            assert not bad, f"{name} imports {bad}"
+    assert seen == set(upper)  # every layer was checked (none was renamed away)
+    stages = {n for n in graph if n.startswith(pkg + "stages.")}
+    assert {pkg + "stages." + s for s in ("geometry", "features", "splat", "warp", "distance")} <= stages
+    assert stages <= graph[pkg + "scorer"] | {pkg + "stages"}  # the scorer orchestrates every stage
+
+
+def test_each_core_module_imports_alone_without_hydra_or_lightning() -> None:
+    """Each module of the scoring core imports in a fresh interpreter (no hidden order dependence) and
+    pulls in neither hydra, lightning nor matplotlib (metric.py: torchmetrics itself imports matplotlib)."""
+    names = ["met3r_metrics.scorer", "met3r_metrics.networks", "met3r_metrics.precision", "met3r_metrics.switch",
+             "met3r_metrics.directed_pairs", "met3r_metrics.functional",
+             *(f"met3r_metrics.stages.{s}" for s in ("geometry", "features", "splat", "warp", "distance")),
+             "met3r_metrics.metric"]  # last: torchmetrics leaves matplotlib in sys.modules
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    for k in [k for k in sys.modules if k.startswith('met3r_metrics')]:\n"
+        "        del sys.modules[k]\n"
+        "    importlib.import_module(name)\n"
+        "    banned = ('hydra', 'lightning', 'pytorch_lightning') + (() if name.endswith('metric') else ('matplotlib',))\n"
+        "    heavy = sorted(k for k in sys.modules if k.split('.')[0] in banned)\n"
+        "    assert not heavy, (name, heavy)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

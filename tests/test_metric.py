@@ -40,7 +40,8 @@ def _counting_scorer(kw: dict, **overrides) -> tuple[MEt3RScorer, dict]:
     base = get_scorer(Settings.official(**kw))
     sc = MEt3RScorer(Settings.official(**{**kw, **overrides}), base.stereo, base.features)
     counts = {"features": 0, "encode": 0, "decode": 0, "decode_calls": 0}
-    feat, enc, dec = sc.frame_features, sc.encode, sc.decode
+    stage = sc.geometry_source()  # the stereo stage the scorer's loop runs (met3r_metrics.stages.geometry)
+    feat, enc, dec = sc.frame_features, stage.encode, stage.decode
 
     def frame_features(x):
         counts["features"] += x.shape[0]
@@ -55,7 +56,7 @@ def _counting_scorer(kw: dict, **overrides) -> tuple[MEt3RScorer, dict]:
         counts["decode_calls"] += 1
         return dec(t1, p1, t2, p2, shape)
 
-    sc.frame_features, sc.encode, sc.decode = frame_features, encode, decode
+    sc.frame_features, stage.encode, stage.decode = frame_features, encode, decode
     return sc, counts
 
 
@@ -159,7 +160,8 @@ def _no_overlap_scorer(kw: dict, bad_calls: set[int], **overrides) -> MEt3RScore
     """batch_size=1; the decode calls in ``bad_calls`` return geometry behind the camera (nothing renders)."""
     base = get_scorer(Settings.official(**kw))
     sc = MEt3RScorer(Settings.official(**{**kw, "batch_size": 1, **overrides}), base.stereo, base.features)
-    dec, calls = sc.decode, [0]
+    stage = sc.geometry_source()  # the stereo stage the scorer's loop runs (met3r_metrics.stages.geometry)
+    dec, calls = stage.decode, [0]
 
     def decode(*args):
         pts, conf = dec(*args)
@@ -168,7 +170,7 @@ def _no_overlap_scorer(kw: dict, bad_calls: set[int], **overrides) -> MEt3RScore
             pts = pts * torch.tensor([1.0, 1.0, -1.0])
         return pts, conf
 
-    sc.decode = decode
+    stage.decode = decode
     return sc
 
 
@@ -307,18 +309,18 @@ def test_radius_and_points_per_pixel_knobs_reach_the_renderer(kw: dict, seqs: to
 
 
 def test_networks_built_lazily_once_per_process(kw: dict, seqs: torch.Tensor) -> None:
-    from met3r_metrics import scorer as scorer_mod
+    from met3r_metrics import networks as networks_mod
 
     shared = get_scorer(Settings.official(**kw))  # the tiny networks, built (or cached) here
     settings = {**kw, "radius": 0.05}  # a settings key no other test has cached
-    n_scorers, n_nets = len(scorer_mod._SCORERS), len(scorer_mod._NETWORKS)
+    n_scorers, n_nets = len(networks_mod._SCORERS), len(networks_mod._NETWORKS)
     official = MEt3R()  # default registry weights: constructing must not load (or download) anything
     a, b = MEt3R(**settings), MEt3R(**settings)
-    assert (len(scorer_mod._SCORERS), len(scorer_mod._NETWORKS)) == (n_scorers, n_nets)
+    assert (len(networks_mod._SCORERS), len(networks_mod._NETWORKS)) == (n_scorers, n_nets)
     assert all(m.__dict__["_scorer_ref"] is None for m in (official, a, b))  # nothing built yet
     a.update(seqs[:1])
-    assert len(scorer_mod._SCORERS) == n_scorers + 1  # one new scorer, networks reused from the cache
-    assert len(scorer_mod._NETWORKS) == n_nets
+    assert len(networks_mod._SCORERS) == n_scorers + 1  # one new scorer, networks reused from the cache
+    assert len(networks_mod._NETWORKS) == n_nets
     assert b.scorer is a.scorer and a.scorer.device == a.device
     assert a.scorer.stereo is shared.stereo and a.scorer.features is shared.features
 

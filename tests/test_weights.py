@@ -218,7 +218,7 @@ def test_save_stereo_files_roundtrip(caches):
 def test_pth_with_unsafe_pickle_is_refused_naming_file_and_argument(caches, zip_format):
     """A pickle needing a foreign class is refused in one line naming the argument, the file and the class,
     without torch's advice to pass weights_only=False (not even in the chained traceback)."""
-    from met3r_metrics.scorer import _load_stereo
+    from met3r_metrics.networks import _load_stereo
 
     path = caches["tmp"] / "evil.pth"
     torch.save({"args": argparse.Namespace(model="AsymmetricCroCo3DStereo()"), "model": {},
@@ -266,7 +266,7 @@ def _overwrite_in_place(path: Path, truncate: bool = False) -> None:
 def test_loaded_network_owns_its_memory(caches, layout):
     """Rewriting the checkpoint file in place after loading changes nothing in the built network (it used to
     stay memory-mapped to the file: 745 parameters changed, scores moved or became NaN)."""
-    from met3r_metrics.scorer import _load_features, _load_stereo
+    from met3r_metrics.networks import _load_features, _load_stereo
 
     cfg = "dust3r_linear_tiny"
     if layout == "hub_dir":

@@ -17,38 +17,18 @@ Each dispatching function documents which path runs.
 from __future__ import annotations
 
 import functools
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
+from ..switch import Switch
+
 __all__ = ["set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use"]
 
-_ENABLED = True
-
-
-def set_enabled(flag: bool) -> None:
-    """Module-level switch for the fused kernels (benchmarks compare with ``set_enabled(False)``)."""
-    global _ENABLED
-    _ENABLED = bool(flag)
-
-
-def is_enabled() -> bool:
-    """The switch is on and ``MET3R_DISABLE_TRITON`` is not ``"1"``."""
-    return _ENABLED and os.environ.get("MET3R_DISABLE_TRITON", "") != "1"
-
-
-@contextmanager
-def enabled(flag: bool) -> Iterator[None]:
-    """Context manager form of :func:`set_enabled` (restores the previous value)."""
-    prev = _ENABLED
-    set_enabled(flag)
-    try:
-        yield
-    finally:
-        set_enabled(prev)
+#: The one switch of the fused kernels (the CUDA graphs have one of the same kind: met3r_metrics.switch); its
+#: methods are the module's functions (benchmarks compare with ``set_enabled(False)``).
+_SWITCH = Switch("MET3R_DISABLE_TRITON")
+set_enabled, is_enabled, enabled = _SWITCH.set_enabled, _SWITCH.is_enabled, _SWITCH.enabled
 
 
 @functools.lru_cache(maxsize=None)
