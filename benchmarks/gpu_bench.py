@@ -404,9 +404,9 @@ def feature_frame_rows(nets) -> list[dict]:
 
 def raster_rows(nets) -> list[dict]:
     """The sync-free dense rasterizer (graphed) vs the chunked one with host syncs."""
-    from met3r_metrics import render
+    from met3r_metrics.render import rasterize
 
-    return toggle_rows(nets, render, "DENSE_ON_ACCELERATORS", (False, True), ((256, 1, 8), (256, 16, 8), (512, 4, 8)),
+    return toggle_rows(nets, rasterize, "DENSE_ON_ACCELERATORS", (False, True), ((256, 1, 8), (256, 16, 8), (512, 4, 8)),
                        "dense_raster")
 
 

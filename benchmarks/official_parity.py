@@ -261,7 +261,8 @@ def _raster_diff(m, pts: torch.Tensor, focal_ndc: torch.Tensor, size: tuple[int,
     from pytorch3d.renderer import PerspectiveCameras
     from pytorch3d.structures import Pointclouds
 
-    from met3r_metrics.render import _rasterize_for_splat, project_points
+    from met3r_metrics.render import project_points
+    from met3r_metrics.render.splatting import _rasterize_for_splat
 
     n = pts.shape[0]
     p = pts.reshape(2 * n, -1, 3)

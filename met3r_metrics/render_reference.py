@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .render import _check_k, _check_ndc, _check_size, _radius_sq, pixel_centers_ndc
+from .render.camera import _check_size, pixel_centers_ndc
+from .render.hits import _check_k, _check_ndc, _radius_sq
 
 __all__ = ["naive_rasterize_points", "cuda_kernel_rasterize_points"]
 

@@ -150,7 +150,8 @@ def test_scorer_stages_through_recorded_graphs_equal_eager(golden_root, tmp_path
 
 def test_splat_rasterizer_through_recorded_graphs_equals_eager():
     """The splat's rasterizer stage (dense pass, keyed by size/radius/K) replays with fresh points."""
-    from met3r_metrics.render import _rasterize_for_splat, rasterize_points
+    from met3r_metrics.render import rasterize_points
+    from met3r_metrics.render.splatting import _rasterize_for_splat
 
     cache = GraphCache(RecordingBackend())
     gen = torch.Generator().manual_seed(0)

@@ -64,8 +64,8 @@ def test_import_graph_has_no_cycle() -> None:
     graph, aliases = {}, {}
     for name, path in modules.items():
         graph[name], aliases[name] = _imports(name, path, modules)
-    # The one compatibility alias (old import path of the feature loaders), resolved on attribute access only.
-    assert {k: v for k, v in aliases.items() if v} == {"met3r_metrics.models.featup": {"met3r_metrics.weights"}}
+    # No import hides behind a PEP 562 alias (the featup -> weights one is gone: models never reach into weights).
+    assert {k: v for k, v in aliases.items() if v} == {}
     for name in modules:
         if name.startswith("met3r_metrics.models"):
             assert not any(d.startswith("met3r_metrics.weights") for d in graph[name]), name
@@ -86,12 +86,9 @@ def test_import_graph_has_no_cycle() -> None:
             visit(name, [name])
 
 
-def test_old_loader_import_path_is_the_weights_function() -> None:
-    from met3r_metrics import weights
-    from met3r_metrics.models import featup
-
-    assert featup.load_featup_dino is weights.load_featup_dino
-    assert featup.load_dino_featurizer is weights.load_dino_featurizer
+#: Where imports sit at module level only: the networks, their loading, the renderer and the kernels. The one
+#: deferred import is :func:`met3r_metrics.kernels.triton_module` / ``triton_importable`` (triton is optional).
+_TOP_LEVEL_ONLY = ("models", "weights", "render", "render_reference.py", "raster_ties.py", "kernels")
 
 
 def _graph() -> dict[str, set[str]]:
@@ -140,3 +137,18 @@ def test_each_core_module_imports_alone_without_hydra_or_lightning() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_no_import_inside_a_function_body_of_the_networks_weights_render_and_kernels() -> None:
+    found = []
+    for entry in _TOP_LEVEL_ONLY:
+        root = PACKAGE / entry
+        for path in sorted([root] if root.is_file() else root.rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            for func in ast.walk(tree):
+                if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(func):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)):
+                        found.append(f"{path.relative_to(PACKAGE)} in {func.name}")
+    assert found == ["kernels/__init__.py in triton_importable"] * 2  # import triton, triton.language

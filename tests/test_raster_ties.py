@@ -9,7 +9,8 @@ tests/test_render_golden.py.
 import torch
 
 from met3r_metrics.cuda_graphs import GraphCache
-from met3r_metrics.render import _rasterize_for_splat, rasterize_points, splat
+from met3r_metrics.render import rasterize_points, splat
+from met3r_metrics.render.splatting import _rasterize_for_splat
 from met3r_metrics.render_reference import cuda_kernel_rasterize_points, naive_rasterize_points
 from tests.test_cuda_graphs import RecordingBackend
 

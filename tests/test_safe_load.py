@@ -19,7 +19,7 @@ import torch
 from conftest import golden_path
 from safetensors.torch import load_file
 
-from met3r_metrics.models.featup import load_dino_featurizer, load_featup_dino
+from met3r_metrics.weights import load_dino_featurizer, load_featup_dino
 from met3r_metrics.weights import (
     CheckpointStubWarning,
     PickleStub,

@@ -11,19 +11,29 @@ when :func:`should_use` says so:
 * the environment variable ``MET3R_DISABLE_TRITON`` is not ``"1"`` (read at each call),
 * the module switch is on (:func:`set_enabled`; default on).
 
-Each dispatching function documents which path runs.
+Each dispatching function documents which path runs. The kernel modules import ``triton`` at top level, so
+callers reach them through :func:`triton_module` once :func:`should_use` holds: the package's one deferred
+import of an optional dependency, kept here beside the probe that guards it.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
+from types import ModuleType
 
 import torch
 
 from ..switch import Switch
 
-__all__ = ["set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use"]
+__all__ = [
+    "TRITON_MODULES", "set_enabled", "is_enabled", "enabled", "triton_importable", "triton_available", "should_use",
+    "triton_module",
+]
+
+#: The fused-kernel modules of this package (each imports ``triton`` at top level).
+TRITON_MODULES = ("adaptive_conv_triton", "bicubic_triton", "composite_triton")
 
 #: The one switch of the fused kernels (the CUDA graphs have one of the same kind: met3r_metrics.switch); its
 #: methods are the module's functions (benchmarks compare with ``set_enabled(False)``).
@@ -78,3 +88,16 @@ def should_use(*tensors: torch.Tensor) -> bool:
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
     return triton_importable()
+
+
+def triton_module(name: str) -> ModuleType:
+    """The fused-kernel module ``met3r_metrics.kernels.<name>``, imported on first use.
+
+    Call it only where :func:`should_use` held (triton imports): the module imports ``triton`` at top level.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`TRITON_MODULES`.
+    """
+    if name not in TRITON_MODULES:
+        raise ValueError(f"name: expected one of {', '.join(TRITON_MODULES)}, got {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import kernels
+
 __all__ = ["adaptive_conv", "adaptive_conv_taps", "AdaptiveConvFunction"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -114,16 +116,12 @@ def adaptive_conv_taps(input: Tensor, taps: Tensor, kernel_size: int | tuple[int
     if torch.is_grad_enabled() and (input.requires_grad or taps.requires_grad):
         return AdaptiveConvFunction.apply(input, taps, kh, kw)
     if input.is_cuda and _use_triton(input, taps):
-        from ..kernels.adaptive_conv_triton import adaptive_conv_taps_triton
-
         _check(input, taps, kh, kw)
-        return adaptive_conv_taps_triton(input, taps, kh, kw)
+        return kernels.triton_module("adaptive_conv_triton").adaptive_conv_taps_triton(input, taps, kh, kw)
     return _forward(input, taps, kh, kw)
 
 
 def _use_triton(input: Tensor, taps: Tensor) -> bool:
-    from .. import kernels
-
     return input.dtype in _TRITON_DTYPES and taps.dtype in _TRITON_DTYPES and kernels.should_use(input, taps)
 
 

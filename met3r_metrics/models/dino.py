@@ -30,6 +30,7 @@ __all__ = [
     "ChannelNorm",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "checkpoint_filter_fn",
     "convert_dino_state_dict",
     "unwrap_state_dict",
 ]
@@ -231,3 +232,9 @@ def convert_dino_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
             continue
         out["featurizer.vit." + k] = v
     return out
+
+
+def checkpoint_filter_fn(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Official DINO checkpoint -> bare :class:`DinoFeaturizer` names (``vit.*``): :func:`convert_dino_state_dict`
+    without the container's ``featurizer.`` prefix."""
+    return {k.removeprefix("featurizer."): v for k, v in convert_dino_state_dict(sd).items()}

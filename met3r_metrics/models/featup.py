@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import kernels
 from ..settings import UPSAMPLERS
 from .adaptive_conv import adaptive_conv_taps
 from .dino import DinoFeaturizer, convert_dino_state_dict, unwrap_state_dict
@@ -38,6 +39,7 @@ __all__ = [
     "InterpolateUpsampler",
     "build_upsampler",
     "UpsampledDino",
+    "checkpoint_filter_fn",
     "convert_featup_state_dict",
     "convert_dino_state_dict",
     "checkpoint_vit_depth",
@@ -97,9 +99,7 @@ class JBULearnedRange(nn.Module):
         r, k = self.radius, self.diameter
         padded = F.pad(proj, (r, r, r, r), mode="reflect")
         if proj.is_cuda and _use_triton_range(padded, proj):
-            from ..kernels.adaptive_conv_triton import range_logits_triton
-
-            logits = range_logits_triton(padded, proj, k)
+            logits = kernels.triton_module("adaptive_conv_triton").range_logits_triton(padded, proj, k)
         else:
             logits = torch.stack(
                 [(padded[:, :, i : i + gh, j : j + gw] * proj).sum(1) for i in range(k) for j in range(k)], dim=1
@@ -126,9 +126,7 @@ class JBULearnedRange(nn.Module):
         gh, gw = guidance.shape[-2:]
         kernel = self.kernel(guidance)
         if source.is_cuda and _use_triton_bicubic(source, gh, gw, self.radius):
-            from ..kernels.bicubic_triton import bicubic2x_reflect_pad
-
-            hr = bicubic2x_reflect_pad(source, self.radius)
+            hr = kernels.triton_module("bicubic_triton").bicubic2x_reflect_pad(source, self.radius)
         else:
             hr = F.interpolate(source, (gh, gw), mode="bicubic", align_corners=False)
             hr = F.pad(hr, (self.radius,) * 4, mode="reflect")
@@ -136,8 +134,6 @@ class JBULearnedRange(nn.Module):
 
 
 def _use_triton_bicubic(source: Tensor, gh: int, gw: int, pad: int) -> bool:
-    from .. import kernels
-
     if source.dim() != 4 or source.dtype != torch.float32:
         return False
     h, w = source.shape[-2:]
@@ -146,8 +142,6 @@ def _use_triton_bicubic(source: Tensor, gh: int, gw: int, pad: int) -> bool:
 
 
 def _use_triton_range(padded: Tensor, proj: Tensor) -> bool:
-    from .. import kernels
-
     ok = (torch.float32, torch.float16, torch.bfloat16)
     return proj.dtype in ok and padded.dtype in ok and proj.shape[1] <= 64 and kernels.should_use(padded, proj)
 
@@ -297,6 +291,10 @@ def convert_featup_state_dict(sd: Mapping[str, Any]) -> dict[str, Tensor]:
     return out
 
 
+#: timm's name for this network's checkpoint filter (what :func:`met3r_metrics.weights.build_frozen` applies).
+checkpoint_filter_fn = convert_featup_state_dict
+
+
 def to_official_key(key: str) -> str:
     """Inverse of the :class:`UpsampledDino` key mapping (our name -> FeatUp ``use_norm=True`` name)."""
     if key.startswith("featurizer.vit."):
@@ -316,12 +314,3 @@ def checkpoint_vit_depth(sd: Mapping[str, Tensor]) -> int:
         )
     return max(ids) + 1
 
-
-def __getattr__(name: str) -> Any:
-    # Old import path of the loaders, kept for compatibility: they moved to met3r_metrics.weights (the
-    # loading layer). Resolved on first access only, so importing this module never imports the weights.
-    if name in ("load_featup_dino", "load_dino_featurizer"):
-        from .. import weights
-
-        return getattr(weights, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LPIPS", "LPIPS_CHANNELS", "LPIPS_NETS", "convert_lpips_state_dict", "to_official_key", "trunk_of"]
+__all__ = [
+    "LPIPS", "LPIPS_CHANNELS", "LPIPS_NETS", "checkpoint_filter_fn", "convert_lpips_state_dict", "to_official_key",
+    "trunk_of",
+]
 
 #: Channels of the 5 AlexNet activations LPIPS compares.
 LPIPS_CHANNELS = (64, 192, 384, 256, 256)
@@ -155,6 +158,10 @@ def convert_lpips_state_dict(state_dict: Mapping[str, Tensor], *, argument: str 
             f"('net.slice<k>.<i>.weight', 'lin<k>.model.1.weight'), got key {key!r}"
         )
     return out
+
+
+#: timm's name for this network's checkpoint filter (what :func:`met3r_metrics.weights.build_frozen` applies).
+checkpoint_filter_fn = convert_lpips_state_dict
 
 
 def trunk_of(state_dict: Mapping[str, Tensor]) -> str:

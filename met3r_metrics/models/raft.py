@@ -24,13 +24,16 @@ maps a pixel p of image 1 to p + flow(p) in image 2.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frozen import FrozenMixin
 
-__all__ = ["RAFT", "RAFT_MIN_SIDE", "raft_large"]
+__all__ = ["RAFT", "RAFT_MIN_SIDE", "checkpoint_filter_fn", "convert_raft_state_dict", "raft_large"]
 
 #: The correlation pyramid pools the 1/8 feature maps 3 times and needs >= 2 values per side at the
 #: coarsest level: 8 * 2 * 2**3 = 128 px (torchvision refuses smaller inputs the same way).
@@ -289,3 +292,36 @@ def raft_large() -> RAFT:
     """An uninitialised ``raft_large`` (load a state dict into it; see :func:`met3r_metrics.weights.load_raft`)."""
     return RAFT()
 
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoint filter (torchvision keys, possibly prefixed -> ours)
+# --------------------------------------------------------------------------------------------------
+
+_ROOTS = ("feature_encoder.", "context_encoder.", "update_block.", "mask_predictor.")
+
+
+def convert_raft_state_dict(raw: Mapping[str, Any], *, argument: str = "backbone_weights") -> dict[str, torch.Tensor]:
+    """torchvision ``raft_large`` keys (possibly prefixed ``module.`` / ``model.``) -> :class:`RAFT` keys (the same).
+
+    Raises:
+        ValueError: no RAFT key in ``raw`` (e.g. a DUSt3R file passed as RAFT weights), naming ``argument``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        k = str(key)
+        for prefix in ("module.", "model."):
+            if k.startswith(prefix) and k[len(prefix):].startswith(_ROOTS):
+                k = k[len(prefix):]
+        if isinstance(value, torch.Tensor):
+            out[k] = value
+    if not any(k.startswith(_ROOTS) for k in out):
+        some = ", ".join(list(map(str, raw))[:3])
+        raise ValueError(
+            f"{argument}: expected torchvision raft_large weights (keys feature_encoder.*, update_block.*, ...), "
+            f"got a checkpoint with keys {some} ..."
+        )
+    return out
+
+
+#: timm's name for this network's checkpoint filter (what :func:`met3r_metrics.weights.build_frozen` applies).
+checkpoint_filter_fn = convert_raft_state_dict

@@ -10,8 +10,10 @@ Layout (each concern in one place):
   the file, its source and the prefetch command ``met3r-download <name>``;
 * :mod:`.formats` and :mod:`.safe_load`: safetensors (+ ``config.json``), official ``.pth``, Lightning
   ``.ckpt``, read without ever running code from a pickle;
-* :mod:`.loading`: the one strict loader; networks are built on the meta device, get a copy of the
-  checkpoint (they own their memory) and are frozen;
+* :mod:`.loading`: the one builder :func:`build_frozen` (timm's pattern): the checkpoint goes through the
+  network's ``checkpoint_filter_fn`` (beside its model in :mod:`met3r_metrics.models`), the network is built on
+  the meta device, gets a strict copy of the filtered checkpoint (it owns its memory) and is frozen;
+* :mod:`.architectures`: :data:`ARCHITECTURES`, the network and filter of every checkpoint kind;
 * :mod:`.stereo` (:func:`load_stereo_model`), :mod:`.features` (:func:`load_featup_dino`,
   :func:`load_dino_featurizer`), :mod:`.lpips` (:func:`load_lpips`) and :mod:`.raft` (:func:`load_raft`). The key mappings (checkpoint filters) live beside the models in
   :mod:`met3r_metrics.models`, which never import this package.
@@ -24,7 +26,9 @@ Formats and the key mapping are documented in ``docs/weights.md``.
 from __future__ import annotations
 
 from ..models.dust3r import map_official_state_dict
+from .architectures import ARCHITECTURES, Architecture
 from .features import load_dino_featurizer, load_featup_dino
+from .loading import build_frozen
 from .lpips import LPIPS_LINS_FILE, load_lpips
 from .raft import load_raft
 from .fetch import WeightsNotFoundError, checkpoint_file, hub_cache_dir, torch_hub_checkpoint_dir
@@ -49,6 +53,8 @@ from .stereo import load_stereo_model, load_stereo_state_dict, save_stereo_files
 
 __all__ = [
     "ALEXNET_CHECKPOINT",
+    "ARCHITECTURES",
+    "Architecture",
     "CHECKPOINTS",
     "CheckpointInfo",
     "CheckpointStubWarning",
@@ -58,6 +64,7 @@ __all__ = [
     "PickleStub",
     "UnsafeCheckpointError",
     "WeightsNotFoundError",
+    "build_frozen",
     "checkpoint_file",
     "LPIPS_LINS_FILE",
     "hub_cache_dir",

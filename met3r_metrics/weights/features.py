@@ -10,54 +10,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
+from ..models import dino, featup
 from ..models.dino import DinoFeaturizer, convert_dino_state_dict
-from ..models.featup import (
-    JBUStack,
-    UpsampledDino,
-    checkpoint_vit_depth,
-    convert_featup_state_dict,
-    to_official_key,
-)
-from .fetch import checkpoint_file, url_file
-from .formats import TORCH_SUFFIXES, read_tensors
+from ..models.featup import JBUStack, UpsampledDino, checkpoint_vit_depth, to_official_key
 from .loading import build_frozen
-from .registry import CHECKPOINTS, DINO_CHECKPOINT, FEATUP_CHECKPOINTS
+from .registry import DINO_CHECKPOINT, FEATUP_CHECKPOINTS
+from .sources import _label, _read_source
 
 __all__ = ["load_dino_featurizer", "load_featup_dino"]
 
 _EMBED_DIM = 384  # ViT-S/16: what DinoFeaturizer builds
-
-
-def _label(source: str | os.PathLike[str] | Mapping[str, Any], argument: str) -> str:
-    return f"{argument}=<state dict>" if isinstance(source, Mapping) else f"{argument}={os.fspath(source)!r}"
-
-
-def _read_source(
-    source: str | os.PathLike[str] | Mapping[str, Any], download: bool, argument: str,
-    kinds: tuple[str, ...] = ("dino", "featup"),
-) -> Mapping[str, Any]:
-    """Registry name (of one of ``kinds``), https URL, local file or loaded state dict -> raw (possibly
-    Lightning-nested) dict."""
-    if isinstance(source, Mapping):
-        return source
-    s = os.fspath(source)
-    path = Path(s).expanduser()
-    if s.startswith(("http://", "https://")):
-        path = url_file(s, download=download)
-    elif not (path.exists() or os.sep in s or path.suffix in (*TORCH_SUFFIXES, ".safetensors")):
-        names = [n for n, info in CHECKPOINTS.items() if info.kind in kinds]
-        if s not in names:
-            raise ValueError(
-                f"{argument}: expected a registry name ({', '.join(names)}), an https URL or an existing "
-                f".ckpt/.pth/.pt/.bin/.safetensors file, got {argument}={s!r}"
-            )
-        path = checkpoint_file(s, download=download)
-    return read_tensors(path, key="state_dict", argument=argument)
 
 
 def load_featup_dino(
@@ -92,13 +59,21 @@ def load_featup_dino(
         its memory. ``forward(images01 (B, 3, H, W) in [0, 1]) -> (B, 384, H, W)``.
     """
     source = FEATUP_CHECKPOINTS[use_norm] if source is None else source
-    sd = convert_featup_state_dict(_read_source(source, download, argument))
-    if not any(k.startswith("featurizer.vit.") for k in sd):
-        sd.update(convert_dino_state_dict(_read_source(dino_source or DINO_CHECKPOINT, download, "dino_source")))
-    vit_depth = checkpoint_vit_depth(sd) if depth is None else depth
+
+    def with_vit(raw: Mapping[str, Any]) -> dict[str, Tensor]:
+        """FeatUp's filter, then the ViT tensors from ``dino_source`` where the FeatUp file lacks them."""
+        sd = featup.checkpoint_filter_fn(raw)
+        if not any(k.startswith("featurizer.vit.") for k in sd):
+            sd.update(convert_dino_state_dict(_read_source(dino_source or DINO_CHECKPOINT, download, "dino_source")))
+        return sd
+
+    def factory(sd: Mapping[str, Tensor]) -> UpsampledDino:
+        vit_depth = checkpoint_vit_depth(sd) if depth is None else depth
+        return UpsampledDino(DinoFeaturizer(depth=vit_depth, use_norm=use_norm), JBUStack(_EMBED_DIM))
+
     return build_frozen(
-        lambda: UpsampledDino(DinoFeaturizer(depth=vit_depth, use_norm=use_norm), JBUStack(_EMBED_DIM)), sd,
-        what=_label(source, argument), device=device, dtype=dtype, official_key=to_official_key,
+        factory, _read_source(source, download, argument), filter_fn=with_vit, what=_label(source, argument),
+        device=device, dtype=dtype, official_key=to_official_key,
     )
 
 
@@ -121,12 +96,16 @@ def load_dino_featurizer(
     (B, 384, H/16, W/16) featurizer.
     """
     source = DINO_CHECKPOINT if source is None else source
-    raw = convert_dino_state_dict(_read_source(source, download, argument))
-    sd = {k.removeprefix("featurizer."): v for k, v in raw.items()}
-    if use_norm:  # not in the DINO file: LayerNorm's initial values
-        sd["channel_norm.weight"] = torch.ones(_EMBED_DIM)
-        sd["channel_norm.bias"] = torch.zeros(_EMBED_DIM)
+
+    def with_norm(raw: Mapping[str, Any]) -> dict[str, Tensor]:
+        """DINO's filter, then ChannelNorm's initial values (not in the DINO file) when ``use_norm``."""
+        sd = dino.checkpoint_filter_fn(raw)
+        if use_norm:  # not in the DINO file: LayerNorm's initial values
+            sd["channel_norm.weight"] = torch.ones(_EMBED_DIM)
+            sd["channel_norm.bias"] = torch.zeros(_EMBED_DIM)
+        return sd
+
     return build_frozen(
-        lambda: DinoFeaturizer(depth=depth, use_norm=use_norm), sd, what=_label(source, argument),
-        device=device, dtype=dtype,
+        lambda sd: DinoFeaturizer(depth=depth, use_norm=use_norm), _read_source(source, download, argument),
+        filter_fn=with_norm, what=_label(source, argument), device=device, dtype=dtype,
     )

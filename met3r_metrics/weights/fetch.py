@@ -20,6 +20,9 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import huggingface_hub
+import huggingface_hub.constants
+import huggingface_hub.utils
 import torch
 
 from .registry import HF_FILES, by_url, get_checkpoint
@@ -57,9 +60,7 @@ def hub_cache_dir() -> Path:
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HUB_CACHE)
+    return Path(huggingface_hub.constants.HF_HUB_CACHE)
 
 
 def torch_hub_checkpoint_dir() -> Path:
@@ -71,22 +72,17 @@ def _offline() -> bool:
     """HF_HUB_OFFLINE, read at call time (huggingface_hub reads it once at import)."""
     if "HF_HUB_OFFLINE" in os.environ:
         return os.environ["HF_HUB_OFFLINE"].strip().upper() in {"1", "ON", "YES", "TRUE"}
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
 
 
 def _hub(repo_id: str) -> Getter:
     """Getter of a hub repo's :data:`HF_FILES`; returns the weights file (``config.json`` beside it)."""
 
     def get(local_only: bool) -> Path | None:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import LocalEntryNotFoundError
-
-        try:
-            paths = [hf_hub_download(repo_id, f, cache_dir=str(hub_cache_dir()), local_files_only=local_only)
+        try:  # looked up at call time: the hub client stays patchable (tests)
+            paths = [huggingface_hub.hf_hub_download(repo_id, f, cache_dir=str(hub_cache_dir()), local_files_only=local_only)
                      for f in HF_FILES]
-        except LocalEntryNotFoundError:
+        except huggingface_hub.utils.LocalEntryNotFoundError:
             if local_only:
                 return None
             raise
@@ -112,9 +108,7 @@ def _url(url: str, dst: Path, sha256: str | None) -> Getter:
 
 
 def _hub_host() -> str:
-    from huggingface_hub import constants
-
-    return urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    return urllib.parse.urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
 
 
 def _unreachable(host: str, timeout: float = 3.0) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 from ..model_args import inference_kwargs, parse_model_call
 from .fetch import WeightsNotFoundError
@@ -34,8 +35,6 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a ``.safetensors`` file, on CPU (memory-mapped: copy before keeping them)."""
-    from safetensors.torch import load_file
-
     return load_file(str(path), device="cpu")
 
 

@@ -6,7 +6,7 @@ The trunk comes from the registry (``alexnet_torchvision``: torchvision's ``alex
 (``features.<i>.*``), a bare features state dict (``<i>.*``) or lpips' module keys. The five linear layers
 ship with the package (``met3r_metrics/data/lpips_alex_v0.1_lins.safetensors``, BSD-2-Clause); a source
 that holds ``lin<k>.model.1.weight`` keys provides its own. Keys go through the checkpoint filter beside the
-model (:func:`~met3r_metrics.models.lpips.convert_lpips_state_dict`), then the one strict loader.
+model (:func:`~met3r_metrics.models.lpips.checkpoint_filter_fn`), then the one strict loader.
 
 The trunk decides the network: a VGG-16 source (registry ``vgg16_torchvision``, torchvision's ``vgg16-397923af.pth``,
 or any file with its keys) builds LPIPS-VGG with the shipped v0.1 VGG linear layers
@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from ..models.lpips import LPIPS, convert_lpips_state_dict, to_official_key, trunk_of
-from .features import _read_source
+from ..models import lpips
+from ..models.lpips import LPIPS, to_official_key, trunk_of
 from .formats import read_safetensors
 from .loading import build_frozen
 from .registry import ALEXNET_CHECKPOINT
+from .sources import _read_source, _repr_label
 
 __all__ = ["LPIPS_LINS_FILE", "LPIPS_LINS_FILES", "load_lpips"]
 
@@ -60,10 +62,17 @@ def load_lpips(
         RuntimeError: the checkpoint does not match the network (strict load), keys named officially.
     """
     raw = _read_source(ALEXNET_CHECKPOINT if source is None else source, download, argument, kinds=("alexnet", "vgg"))
-    state = convert_lpips_state_dict(raw, argument=argument)
-    net = trunk_of(state)
-    if not any(k.startswith("lins.") for k in state):
-        state.update(convert_lpips_state_dict(read_safetensors(LPIPS_LINS_FILES[net]), argument="LPIPS_LINS_FILES"))
-    label = f"{argument}=<state dict>" if isinstance(source, Mapping) else f"{argument}={source!r}"
-    return build_frozen(lambda: LPIPS(net), state, what=f"LPIPS{'' if net == 'alex' else '-' + net} ({label})", device=device, dtype=dtype,
-                        official_key=to_official_key)
+    net = trunk_of(raw)
+
+    def with_lins(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+        """LPIPS's filter, then the shipped v0.1 linear layers of the trunk where the source has none."""
+        state = lpips.checkpoint_filter_fn(checkpoint, argument=argument)
+        if not any(k.startswith("lins.") for k in state):
+            state.update(lpips.checkpoint_filter_fn(read_safetensors(LPIPS_LINS_FILES[net]), argument="LPIPS_LINS_FILES"))
+        return state
+
+    return build_frozen(
+        lambda sd: LPIPS(net), raw, filter_fn=with_lins,
+        what=f"LPIPS{'' if net == 'alex' else '-' + net} ({_repr_label(source, argument)})", device=device, dtype=dtype,
+        official_key=to_official_key,
+    )

@@ -5,49 +5,26 @@ what ``raft_large(pretrained=True)`` loads, in ``torch.hub.get_dir()/checkpoints
 file torchvision already downloaded is reused), an ``https://`` URL, a local ``.pth``/``.pt``/``.bin``/``.ckpt``/
 ``.safetensors`` file or a loaded state dict, with torchvision's keys (optionally nested under ``state_dict`` and/or
 prefixed ``module.`` / ``model.``). Torch files are read with ``weights_only`` (no code from a pickle runs). The keys
-are the model's own: no mapping beyond the prefixes, then the one strict loader.
+are the model's own: no mapping beyond the prefixes (the filter beside the model,
+:func:`met3r_metrics.models.raft.checkpoint_filter_fn`), then the one strict loader.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..models.raft import RAFT
-from .features import _read_source
+from ..models import raft
+from ..models.raft import RAFT, convert_raft_state_dict
 from .loading import build_frozen
 from .registry import RAFT_CHECKPOINT
+from .sources import _read_source, _repr_label
 
-__all__ = ["convert_raft_state_dict", "load_raft"]
-
-_ROOTS = ("feature_encoder.", "context_encoder.", "update_block.", "mask_predictor.")
-
-
-def convert_raft_state_dict(raw: Mapping[str, Any], *, argument: str = "backbone_weights") -> dict[str, torch.Tensor]:
-    """torchvision ``raft_large`` keys (possibly prefixed ``module.`` / ``model.``) -> :class:`RAFT` keys (the same).
-
-    Raises:
-        ValueError: no RAFT key in ``raw`` (e.g. a DUSt3R file passed as RAFT weights), naming ``argument``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in raw.items():
-        k = str(key)
-        for prefix in ("module.", "model."):
-            if k.startswith(prefix) and k[len(prefix):].startswith(_ROOTS):
-                k = k[len(prefix):]
-        if isinstance(value, torch.Tensor):
-            out[k] = value
-    if not any(k.startswith(_ROOTS) for k in out):
-        some = ", ".join(list(map(str, raw))[:3])
-        raise ValueError(
-            f"{argument}: expected torchvision raft_large weights (keys feature_encoder.*, update_block.*, ...), "
-            f"got a checkpoint with keys {some} ..."
-        )
-    return out
-
+__all__ = ["convert_raft_state_dict", "load_raft"]  # the filter's old import path kept
 
 def load_raft(
     source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
@@ -72,6 +49,7 @@ def load_raft(
         RuntimeError: the checkpoint does not match the network (strict load).
     """
     raw = _read_source(RAFT_CHECKPOINT if source is None else source, download, argument, kinds=("raft",))
-    state = convert_raft_state_dict(raw, argument=argument)
-    label = f"{argument}=<state dict>" if isinstance(source, Mapping) else f"{argument}={source!r}"
-    return build_frozen(RAFT, state, what=f"RAFT ({label})", device=device, dtype=dtype)
+    return build_frozen(
+        lambda sd: RAFT(), raw, filter_fn=functools.partial(raft.checkpoint_filter_fn, argument=argument),
+        what=f"RAFT ({_repr_label(source, argument)})", device=device, dtype=dtype,
+    )

@@ -1,6 +1,7 @@
 """Loading DUSt3R / MASt3R from every official layout: registry name, HF repo id, directory, ``.pth``,
 ``.safetensors``. Keys go through the DUSt3R checkpoint filter
-(:func:`met3r_metrics.models.dust3r.map_official_state_dict`), then the one strict loader."""
+(:func:`met3r_metrics.models.dust3r.checkpoint_filter_fn`, alias ``map_official_state_dict``), then the one
+strict loader."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_model
 from torch import nn
 
+from ..models import dust3r
 from ..models.dust3r import AsymmetricCroCo3DStereo, build_stereo_model, map_official_state_dict
 from .fetch import WeightsNotFoundError, checkpoint_file, hub_file
 from .formats import TORCH_SUFFIXES, read_config, read_safetensors, read_stereo_pth
@@ -124,10 +127,9 @@ def load_stereo_model(
         if cfg is None:
             raise ValueError(f"{argument}: expected config=... for {str(path)!r}, which holds no args.model "
                              "constructor string")
-    mapped = map_official_state_dict(state_dict)
     return build_frozen(
-        lambda: build_stereo_model(dict(cfg), attn_impl=attn_impl), mapped,
-        what=f"{argument}={os.fspath(source)!r}", device=device, dtype=dtype or torch.float32, hint=_hint(mapped),
+        lambda sd: build_stereo_model(dict(cfg), attn_impl=attn_impl), state_dict, filter_fn=dust3r.checkpoint_filter_fn,
+        what=f"{argument}={os.fspath(source)!r}", device=device, dtype=dtype or torch.float32, hint=_hint(state_dict),
     )
 
 
@@ -136,8 +138,6 @@ def save_stereo_files(model: nn.Module, directory: str | os.PathLike, config: Ma
 
     Handy for converting an official ``.pth`` once into the faster safetensors layout.
     """
-    from safetensors.torch import save_model
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(dict(config), indent=2))
