@@ -261,7 +261,7 @@ def test_console_script_errors_leave_no_results_dir(tmp_path):
 
 
 def test_curve_plot_labels_follow_the_pairing():
-    from met3r_metrics.cli.evaluate import _curve_labels
+    from met3r_metrics.cli.run_outputs import _curve_labels
 
     assert _curve_labels("consecutive", 1)["xlabel"].endswith("(frame i -> i+1)")
     assert _curve_labels("consecutive", 3)["xlabel"].endswith("(frame i -> i+3)")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -47,8 +46,12 @@ from met3r_metrics import io as mio
 from met3r_metrics.cli import config as mconf
 from met3r_metrics.cli import distributed as mdist
 from met3r_metrics.cli import results as res
+from met3r_metrics.cli.fingerprint import (  # noqa: F401 - default_output_dir, weights_identity: public here too
+    AGGREGATION, _check_settings, _fingerprint, default_output_dir, weights_identity,
+)
 from met3r_metrics.cli.output_dir import prepare_output_dir
 from met3r_metrics.cli.partial import PARTIAL_DIR, SequenceCheckpoint, partial_path
+from met3r_metrics.cli.run_outputs import _report, _write_plots, _write_worst_pairs
 from met3r_metrics.cli.scoring import finite_mean, score_sequence
 from met3r_metrics.settings import Settings
 
@@ -56,15 +59,6 @@ log = logging.getLogger("met3r_eval")
 
 # Internal: seconds to sleep after each sequence (lets the kill/resume test stop a run mid-way).
 _SLEEP_ENV = "_MET3R_EVAL_SLEEP_AFTER_SEQUENCE"
-#: How the headline number aggregates (recorded in summary.json).
-AGGREGATION = "mean over sequences of per-sequence mean over pairs"
-#: Settings fields that do not change the numbers (to float rounding): not part of the resume check.
-_MEMORY_KNOBS = ("batch_size",)
-#: data settings that change the numbers (data.fingerprint only decides how changed inputs are noticed)
-_DATA_KEYS = ("path", "tensor_key", "value_range", "frame_stride", "start", "max_frames", "resize", "resize_filter",
-              "geometry", "intrinsics")
-
-
 def _package_version() -> str:
     from met3r_metrics import __version__
 
@@ -75,64 +69,6 @@ def _plain(cfg: Any) -> Any:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
-
-
-def _data_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """The data settings that change the numbers (recorded and checked on resume)."""
-    out = {k: data.get(k) for k in _DATA_KEYS}
-    out["path"] = str(Path(str(data["path"])).expanduser().resolve())
-    return out
-
-
-def _fingerprint(settings: Settings, data: dict[str, Any], weights: dict[str, str] | None = None) -> dict[str, Any]:
-    """What the numbers depend on: the metric's settings (minus memory knobs), the weights the networks
-    loaded (their content digests), the data settings, decoders."""
-    metric = {k: v for k, v in settings.to_dict().items() if k not in _MEMORY_KNOBS}
-    metric["overrides"] = [k for k in metric["overrides"] if k not in _MEMORY_KNOBS]
-    return {"settings": metric, "weights": dict(weights or {}), "aggregation": AGGREGATION,
-            "data": {**_data_settings(data), "decoders": mio.decoder_versions()}}
-
-
-def weights_identity(scorer: Any) -> dict[str, str]:
-    """``{network: SHA-256 of its state dict}`` for every network the scorer loaded (stereo, features,
-    lpips, flow: the scorer's child modules): see :mod:`met3r_metrics.weights.identity`."""
-    from met3r_metrics.weights.identity import network_digests
-
-    return network_digests(scorer.named_children())
-
-
-def default_output_dir(settings: Settings, data: dict[str, Any], weights: dict[str, str] | None = None) -> Path:
-    """``met3r_results/<data name>_<variant>_<digest>``: the digest covers everything the numbers
-    depend on (settings, data settings, the weights' identity), so the same command resumes, different
-    settings (a hydra multirun) never collide, and changed weights start a new folder."""
-    path = Path(str(data["path"])).expanduser().resolve()
-    key = {"settings": settings.digest(exclude=_MEMORY_KNOBS), "data": _data_settings(data)}
-    if weights:
-        key["weights"] = dict(weights)
-    key = json.dumps(key, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
-    return Path("met3r_results") / f"{path.name or 'data'}_{settings.variant}_{digest}"
-
-
-def _check_settings(out_dir: Path, fingerprint: dict[str, Any], is_main: bool, ignore: tuple[str, ...] = ()) -> None:
-    """Refuse to mix results computed with different settings in one output dir (``ignore``: top-level keys
-    left out of the comparison, e.g. the weights before the networks are built; nothing is written then)."""
-    path = out_dir / "settings.json"
-    text = json.dumps(fingerprint, indent=2, sort_keys=True, default=str)
-    if path.exists():
-        old = {k: v for k, v in json.loads(path.read_text()).items() if k not in ignore}
-        new = {k: v for k, v in json.loads(text).items() if k not in ignore}
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            inner = [f"{k}.{f}" for k in diff if isinstance(old.get(k), dict) and isinstance(new.get(k), dict)
-                     for f in sorted(set(old[k]) | set(new[k])) if old[k].get(f) != new[k].get(f)]
-            what = "other weights" if diff == ["weights"] else "different settings"
-            raise SystemExit(
-                f"met3r-eval: {out_dir} holds results computed with {what} ({', '.join(inner or diff)} "
-                f"differ; see {path}). Use another output.dir, or output.overwrite=true to start over."
-            )
-    elif is_main and not ignore:
-        res.atomic_write_text(path, text + "\n")
 
 
 def _all_record_files(out_dir: Path) -> list[Path]:
@@ -248,65 +184,6 @@ def _tqdm(disable: bool, **kwargs: Any) -> Any:
     except ImportError:  # progress bars are optional
         return None
     return tqdm(disable=disable, dynamic_ncols=True, **kwargs)
-
-
-def _curve_labels(pairing: str, gap: int) -> dict[str, str]:
-    """Title and x label of sequence_curves.png for the pairing protocol used."""
-    if pairing == "first":
-        return {"title": "MEt3R per pair with the first frame", "xlabel": "pair index k (frame 0 -> k+1)"}
-    if pairing == "all":
-        return {"title": "MEt3R per pair (all pairs i < j)", "xlabel": "pair index (pairs (i, j), i < j, in row-major order)"}
-    step = "i+1" if gap == 1 else f"i+{gap}"
-    return {"title": "MEt3R per consecutive pair" + ("" if gap == 1 else f" (gap {gap})"), "xlabel": f"pair index i (frame i -> {step})"}
-
-
-def _write_plots(out_dir: Path, merged: list[dict[str, Any]], max_curves: int, settings: Settings) -> None:
-    try:
-        from met3r_metrics.plotting import plot_score_histogram, plot_sequence_curves
-    except ImportError:  # pragma: no cover
-        return
-    ok = [r for r in merged if r.get("status") == "ok"]
-    if not ok:
-        return
-    try:
-        curves = {r["sequence"]: [float("nan") if s is None else s for s in r["pair_scores"]] for r in ok[:max_curves]}
-        labels = _curve_labels(settings.pairing, settings.pair_gap)
-        plot_sequence_curves(curves, **labels, distance=settings.distance).savefig(out_dir / "sequence_curves.png", dpi=120)
-        pair_scores = [float("nan") if s is None else s for r in ok for s in r["pair_scores"]]
-        plot_score_histogram(pair_scores, title="MEt3R per pair", distance=settings.distance).savefig(out_dir / "histogram.png", dpi=120)
-    except ImportError as err:
-        log.warning("plots skipped: %s", err)
-
-
-def _write_worst_pairs(
-    out_dir: Path, merged: list[dict[str, Any]], sources: dict[str, mio.SequenceSource],
-    prepare: Any, settings: Settings, scorer: Any, k: int,
-) -> None:
-    """Recompute the k worst pairs with score maps and draw them (rank 0, after the merge)."""
-    from met3r_metrics.plotting import plot_pair_maps
-
-    sign = -1.0 if settings.distance_info.higher_is_better else 1.0  # "worst" = least consistent
-    ranked = [
-        (sign * s, r["sequence"], tuple(p))
-        for r in merged if r.get("status") == "ok" and r["sequence"] in sources
-        for p, s in zip(r["pairs"], r["pair_scores"]) if s is not None
-    ]
-    ranked.sort(key=lambda t: -t[0])
-    ranked = ranked[:k]
-    if not ranked:
-        return
-    v1, v2, maps, masks, scores, titles = [], [], [], [], [], []
-    for _, name, (i, j) in ranked:
-        prepared = prepare(sources[name])
-        views = prepared.views
-        out = score_sequence(views, [(i, j)], settings, scorer, normalize=True, return_maps=True,
-                             geometry=prepared.geometry)
-        v1.append(views[i]), v2.append(views[j])
-        maps.append(out.score_maps[0]), masks.append(out.masks[0])
-        scores.append(out.scores[0]), titles.append(f"{name[:20]} {i}->{j}")
-    fig = plot_pair_maps(torch.stack(v1), torch.stack(v2), torch.stack(maps), torch.stack(masks), torch.tensor(scores),
-                         titles=titles, distance=settings.distance)
-    fig.savefig(out_dir / "worst_pairs.png", dpi=100)
 
 
 def run(cfg: Any) -> dict[str, Any] | None:
@@ -547,25 +424,6 @@ def _value_range_decision(sources: list[mio.SequenceSource]) -> dict[str, Any]:
     if not tensor:
         return {}
     return {"value_range_resolved": {"value_range": tensor[0].value_range, "reason": tensor[0].value_range_reason}}
-
-
-def _score_label(summary: dict[str, Any]) -> str:
-    """``official, cosine, lower is better``: the variant, the distance and its direction (a PSNR of 148 is good)."""
-    settings = Settings.from_dict(summary["settings"])
-    better = "higher" if settings.distance_info.higher_is_better else "lower"
-    return f"{summary['variant']}, {settings.distance}, {better} is better"
-
-
-def _report(summary: dict[str, Any], out_dir: Path) -> None:
-    m, ci = summary["met3r"], summary["met3r_ci95"]
-    head = "no sequence could be scored" if m is None else f"MEt3R ({_score_label(summary)}) = {m:.5f}"
-    if ci:
-        head += f"  (95% CI {ci[0]:.5f} .. {ci[1]:.5f})"
-    print(
-        f"{head}\n  {summary['num_sequences_scored']} sequences, {summary['num_pairs_scored']} pairs scored, "
-        f"{summary['num_zero_overlap_pairs']} pairs without overlap, {summary['num_errors']} errors\n  results: {out_dir}",
-        flush=True,
-    )
 
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
