@@ -1,4 +1,4 @@
-"""Doctest collection (``--doctest-modules`` over the package, see pyproject.toml): a module that imports an
+"""Doctest collection of the package (``--doctest-modules`` over the package, see pyproject.toml): a module that imports an
 optional dependency at top level (triton, hydra, matplotlib, av, lightning, ...) is skipped where that
 dependency is not installed, so ``python3 -m pytest -q`` collects everywhere; with the [dev] extras (CI)
 every module is collected."""
@@ -9,7 +9,7 @@ import ast
 import importlib.util
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parent.parent  # the repository (this file: met3r_metrics/conftest.py, as numpy keeps its own)
 _PACKAGES = ("met3r_metrics", "lightning_callbacks")
 
 
