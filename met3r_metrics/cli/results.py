@@ -19,6 +19,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from met3r_metrics.bootstrap import bootstrap_means
+
 __all__ = [
     "append_jsonl",
     "repair_jsonl",
@@ -150,19 +154,11 @@ def bootstrap_ci95(values: Sequence[float], resamples: int = _RESAMPLES, seed: i
     Unlike a Student-t interval it never leaves the range of the values (a MEt3R mean cannot go below
     0), and with a fixed seed it is the same in every process, so 1- and N-process summaries agree.
     """
-    import torch
-
     n = len(values)
     if n < 2:
         return None
-    x = torch.tensor(values, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    chunk = max(1, min(resamples, (1 << 22) // n))  # bounded memory for large runs
-    means = []
-    for start in range(0, resamples, chunk):
-        idx = torch.randint(n, (min(chunk, resamples - start), n), generator=gen)
-        means.append(x[idx].mean(1))
-    lo, hi = torch.quantile(torch.cat(means), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    means = bootstrap_means(values, resamples, seed)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return [lo, hi]
 
 

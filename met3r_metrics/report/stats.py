@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from met3r_metrics.bootstrap import bootstrap_means
+
 __all__ = ["RESAMPLES", "SEED", "LEVEL", "Interval", "bootstrap_means", "bootstrap_interval", "paired_interval"]
 
 RESAMPLES = 2000  #: default number of bootstrap resamples
@@ -47,24 +49,6 @@ def _check(resamples: int, seed: int, level: float) -> None:
         raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
     if not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
         raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-
-
-def bootstrap_means(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> torch.Tensor:
-    """(resamples,) float64 means of ``values`` resampled with replacement (n indices per resample).
-
-    Chunked so that memory stays bounded for large runs; the draws are the same as one
-    ``torch.randint(n, (resamples, n))`` call would make only when a single chunk is used, so the
-    chunking rule is part of the result (it matches ``met3r_metrics.cli.results.bootstrap_ci95``).
-    """
-    n = len(values)
-    x = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    chunk = max(1, min(resamples, (1 << 22) // max(n, 1)))
-    means = []
-    for start in range(0, resamples, chunk):
-        idx = torch.randint(n, (min(chunk, resamples - start), n), generator=gen)
-        means.append(x[idx].mean(1))
-    return torch.cat(means)
 
 
 def bootstrap_interval(
