@@ -11,6 +11,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_ROOT = (REPO_ROOT / ".." / "shared" / "golden").resolve()
 
 
+def hydra_value(value) -> str:
+    """``value`` as a hydra command-line override value (None -> null, bools lower-case, lists [a,b])."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    return str(value)
+
+
 def golden_path(*parts: str) -> Path:
     """Path inside ../shared/golden; fails the test (never skips) when the data is missing."""
     path = GOLDEN_ROOT.joinpath(*parts)

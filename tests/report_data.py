@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from conftest import hydra_value
 
 IMAGES = ("astronaut", "chelsea", "coffee")
 
@@ -34,16 +35,6 @@ def write_pans(root: Path, noise: float = 0.0, names: tuple[str, ...] = IMAGES, 
         (root / "lonely").mkdir(parents=True, exist_ok=True)
         Image.fromarray(data.astronaut()[:64, :64]).save(root / "lonely" / "0.png")
     return root
-
-
-def hydra_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    return str(value)
 
 
 def tiny_overrides(golden_root: Path, workdir: Path) -> list[str]:

@@ -20,22 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import torch_threads, write_gif, write_mp4, write_png_sequence
+from conftest import hydra_value, torch_threads, write_gif, write_mp4, write_png_sequence
 
 from met3r_metrics.cli.evaluate import compose_config, run
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_OK = 4  # scorable sequences in the data fixture
-
-
-def _hydra_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    return str(value)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +39,7 @@ def tiny_kwargs(golden_root, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def tiny(tiny_kwargs) -> list[str]:
     """The same as CLI overrides (the real CLI, tiny networks), single-threaded for shared CI cores."""
-    return [f"metric.{k}={_hydra_value(v)}" for k, v in tiny_kwargs.items()] + [
+    return [f"metric.{k}={hydra_value(v)}" for k, v in tiny_kwargs.items()] + [
         "runtime.progress=false", "runtime.device=cpu", "runtime.num_threads=1"]
 
 
